@@ -1,0 +1,310 @@
+"""The `harmonia` command: run the processes (up, gateway, worker) and use the API (submit, status,
+wait, cancel, jobs, models). Errors print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from harmonia.config import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Harmonia: serve music-generation models.")
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="HARMONIA_GATEWAY_URL", help="gateway base URL")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="HARMONIA_API_KEY", help="API key")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"invalid setting {'.'.join(str(p) for p in first['loc'])}: {first['msg']}", 2)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: Settings) -> None:
+    """Without API keys the gateway is open; refuse a non-loopback bind unless explicitly allowed."""
+    if settings.api_keys or is_loopback(settings.host):
+        return
+    if not settings.allow_open_remote:
+        fail(
+            f"refusing to serve {settings.host} without API keys: set HARMONIA_API_KEYS, "
+            "or HARMONIA_ALLOW_OPEN_REMOTE=true to serve it open",
+            2,
+        )
+
+
+def _serve_gateway(settings: Settings, redis_url: str) -> None:
+    import uvicorn
+
+    from harmonia.gateway import create_app
+    from harmonia.redis_client import connect, connect_async
+
+    app_ = create_app(settings, connect(redis_url), connect_async(redis_url))
+    if not settings.api_keys:
+        typer.echo(f"harmonia: no API keys configured; the gateway on {settings.host} is open", err=True)
+    config = uvicorn.Config(
+        app_,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=30,
+    )
+    uvicorn.Server(config).run()
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="gateway port")] = 8000,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="state: Valkey data, artifacts")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    threads: Annotated[int | None, typer.Option(help="threads per worker")] = None,
+) -> None:
+    """Start everything on this machine: embedded Valkey (unless HARMONIA_REDIS_URL is set), the
+    gateway and workers for every queue. Ctrl-C stops it cleanly."""
+    from harmonia.supervisor import Supervisor
+
+    settings = load_settings(host=host, port=port, data_dir=data_dir, worker_threads=threads)
+    check_bind(settings)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sup = Supervisor(settings, workers=workers)
+    try:
+        redis_url = sup.start()
+    except Exception as exc:  # noqa: BLE001 - any start failure is reported in one line
+        sup.stop()
+        fail(str(exc))
+    # uvicorn handles SIGINT/SIGTERM (graceful HTTP shutdown) and then re-raises the signal to
+    # the handler that was installed before it; make that handler a no-op so the workers and
+    # Valkey are stopped cleanly below instead of the process dying on the re-raise.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    try:
+        _serve_gateway(settings, redis_url)
+    finally:
+        sup.stop()
+
+
+@app.command()
+def gateway(
+    host: Annotated[str | None, typer.Option(help="address to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+) -> None:
+    """Run the gateway (API) against HARMONIA_REDIS_URL."""
+    settings = load_settings(host=host, port=port)
+    if not settings.redis_url:
+        fail("set HARMONIA_REDIS_URL (or run `harmonia up`, which starts an embedded Valkey)", 2)
+    check_bind(settings)
+    _serve_gateway(settings, settings.redis_url)
+
+
+@app.command()
+def worker(
+    queues: Annotated[str | None, typer.Option(help="comma-separated queues (default: all)")] = None,
+    threads: Annotated[int | None, typer.Option(help="worker threads")] = None,
+) -> None:
+    """Run a worker consuming the given queues from HARMONIA_REDIS_URL."""
+    from harmonia.redis_client import connect
+    from harmonia.worker import WorkerProcess
+
+    settings = load_settings(worker_threads=threads)
+    if not settings.redis_url:
+        fail("set HARMONIA_REDIS_URL (or run `harmonia up`)", 2)
+    wanted = [q.strip() for q in queues.split(",") if q.strip()] if queues else settings.queues
+    try:
+        proc = WorkerProcess(settings, connect(settings.redis_url), wanted)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    proc.run_forever()
+
+
+def _client(url: str, api_key: str | None) -> Any:
+    from harmonia.client import HarmoniaClient
+
+    return HarmoniaClient(url, api_key)
+
+
+def _parse_params(params: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in params:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            fail(f"--param {item!r}: expected KEY=VALUE", 2)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _api_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    import httpx
+
+    from harmonia.client import HarmoniaAPIError
+
+    try:
+        return fn(*args, **kwargs)
+    except HarmoniaAPIError as exc:
+        fail(str(exc))
+    except httpx.TransportError as exc:
+        fail(f"cannot reach the gateway: {exc}")
+
+
+def _follow_and_save(hc: Any, job: dict[str, Any], output: Path | None) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        transient=False,
+        console=None,
+    ) as bar:
+        task = bar.add_task(job["status"], total=1.0)
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            if kind == "progress":
+                bar.update(
+                    task, completed=data.get("fraction", 0), description=data.get("message") or "running"
+                )
+            elif kind == "state":
+                bar.update(task, description=data.get("status", ""))
+
+        job = _api_call(hc.wait, job["id"], on_event=on_event)
+        if job["status"] == "succeeded":
+            bar.update(task, completed=1.0, description="succeeded")
+    if job["status"] != "succeeded":
+        err = job.get("error") or {}
+        fail(f"job {job['id']} {job['status']}: {err.get('message', '')}")
+    if output is not None:
+        audio = [a for a in job["artifacts"] if a["content_type"].startswith("audio/")]
+        if not audio:
+            fail(f"job {job['id']} produced no audio artifact")
+        _api_call(hc.download, job["id"], audio[0]["name"], output)
+        typer.echo(f"wrote {output}", err=True)
+    return job
+
+
+@app.command()
+def submit(
+    model: Annotated[str, typer.Argument(help="model name (see `harmonia models`)")],
+    instructions: Annotated[str | None, typer.Option(help="payload.instructions (jen1)")] = None,
+    text: Annotated[str | None, typer.Option(help="payload.text (musicgen)")] = None,
+    payload: Annotated[str | None, typer.Option(help="the whole payload as JSON")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="payload field KEY=VALUE")] = None,
+    mode: Annotated[str, typer.Option(help="async or sync")] = "async",
+    wait: Annotated[bool, typer.Option("--wait", help="follow progress until it finishes")] = False,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="save the audio here (implies --wait)")
+    ] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key header")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+) -> None:
+    """Submit a job; print its JSON (or follow it with --wait / -o)."""
+    body: dict[str, Any] = {}
+    if payload:
+        try:
+            body = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            fail(f"--payload is not JSON: {exc.msg}", 2)
+        if not isinstance(body, dict):
+            fail("--payload must be a JSON object", 2)
+    if instructions is not None:
+        body["instructions"] = instructions
+    if text is not None:
+        body["text"] = text
+    body.update(_parse_params(param or []))
+    with _client(url, api_key) as hc:
+        job = _api_call(hc.submit, model, body, mode=mode, idempotency_key=idempotency_key)
+        if wait or output is not None:
+            job = _follow_and_save(hc, job, output)
+    typer.echo(json.dumps(job, indent=2))
+
+
+@app.command()
+def status(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+    """Print a job's JSON."""
+    with _client(url, api_key) as hc:
+        typer.echo(json.dumps(_api_call(hc.get, job_id), indent=2))
+
+
+@app.command("wait")
+def wait_cmd(
+    job_id: str,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="save the audio here")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+) -> None:
+    """Follow a job until it finishes; optionally save its audio."""
+    with _client(url, api_key) as hc:
+        job = _follow_and_save(hc, _api_call(hc.get, job_id), output)
+    typer.echo(json.dumps(job, indent=2))
+
+
+@app.command()
+def cancel(job_id: str, url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+    """Cancel a job."""
+    with _client(url, api_key) as hc:
+        typer.echo(json.dumps(_api_call(hc.cancel, job_id), indent=2))
+
+
+@app.command()
+def jobs(
+    status_: Annotated[str | None, typer.Option("--status")] = None,
+    model: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 20,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+) -> None:
+    """List your jobs, newest first."""
+    with _client(url, api_key) as hc:
+        page = _api_call(hc.list, status=status_, model=model, limit=limit)
+    for job in page["jobs"]:
+        typer.echo(f"{job['id']}  {job['status']:<9}  {job['model']:<10}  {job['progress']['fraction']:.0%}")
+
+
+@app.command()
+def models(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
+    """List the models the gateway serves, with availability."""
+    with _client(url, api_key) as hc:
+        for m in _api_call(hc.models):
+            state = "available" if m["available"] else f"unavailable: {m['reason']}"
+            typer.echo(f"{m['name']:<12} queue={m['queue']:<10} {state}")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

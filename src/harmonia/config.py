@@ -1,0 +1,107 @@
+"""Settings: one typed object per process, built at the entry point from `HARMONIA_*` env vars.
+
+Nested groups use `__`, e.g. `HARMONIA_MUSICGEN__DEVICE=cuda`. Nothing here is read at import time;
+`Settings()` is called by the CLI (or a test) and passed down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_QUEUES = ("jen1", "render", "musicgen", "diffsinger", "ollama", "noop")
+
+
+class MusicgenSettings(BaseModel):
+    model: str = "facebook/musicgen-small"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    max_batch_size: int = Field(8, ge=1, le=256)
+    max_wait_ms: float = Field(20.0, ge=0, le=10_000)
+    max_duration_s: float = Field(120.0, gt=0)
+
+
+class DiffsingerSettings(BaseModel):
+    voicebank: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class OllamaSettings(BaseModel):
+    url: str = "http://127.0.0.1:11434"
+    model: str = "llama3.2"
+    api: Literal["ollama", "openai"] = "ollama"
+    token: SecretStr | None = None
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HARMONIA_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    # --- state ---------------------------------------------------------------------------------
+    redis_url: str | None = Field(None, description="Redis/Valkey URL; unset = embedded Valkey")
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".harmonia")
+    storage_url: str | None = Field(None, description="unset = <data_dir>/artifacts; or s3://bucket/prefix")
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    embedded_appendfsync: Literal["always", "everysec", "no"] = "everysec"
+
+    # --- gateway -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    allow_open_remote: bool = Field(False, description="serve without API keys on a non-loopback address")
+    sync_timeout_s: float = Field(30.0, ge=0, le=3600)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_sync_waiters: int = Field(256, ge=1)
+
+    # --- jobs ----------------------------------------------------------------------------------
+    job_timeout_s: float = Field(600.0, gt=0)
+    max_job_timeout_s: float = Field(3600.0, gt=0)
+    result_ttl_s: int = Field(7 * 24 * 3600, ge=0, description="0 keeps finished jobs forever")
+    max_retries: int = Field(3, ge=0, le=50)
+    min_backoff_ms: int = Field(1000, ge=0)
+    max_backoff_ms: int = Field(60_000, ge=0)
+    events_maxlen: int = Field(1000, ge=10)
+    lease_s: float = Field(
+        30.0, gt=0, description="a running job's claim expires this long after its last beat"
+    )
+    heartbeat_timeout_ms: int = Field(60_000, ge=1000, description="Dramatiq: when a silent worker is dead")
+    maintenance_chance: int = Field(1000, ge=0, le=1_000_000)
+    queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_QUEUES))
+    worker_threads: int = Field(2, ge=1, le=256)
+    shutdown_timeout_s: float = Field(600.0, ge=0)
+
+    # --- engines -------------------------------------------------------------------------------
+    soundfont: Path | None = Field(None, description=".sf2 for the render engine; unset = bundled GM")
+    musicgen_url: str | None = None
+    diffsinger_url: str | None = None
+    musicgen: MusicgenSettings = Field(default_factory=MusicgenSettings)
+    diffsinger: DiffsingerSettings = Field(default_factory=DiffsingerSettings)
+    ollama: OllamaSettings = Field(default_factory=OllamaSettings)
+
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _split_queues(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [q.strip() for q in value.split(",") if q.strip()]
+        return value
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"

@@ -1,0 +1,1 @@
+"""Engines: pure model code (tensors, audio, MIDI). No HTTP, no Redis."""

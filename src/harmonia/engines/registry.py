@@ -1,0 +1,149 @@
+"""Model name -> engine factory, queue, input schema and availability.
+
+Input schemas are named as `module:Class` and imported on first use, so the gateway can validate
+payloads for light engines without importing torch, and reports a heavy engine whose extra is not
+installed as unavailable (with the reason) instead of failing to start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from harmonia.config import Settings
+from harmonia.errors import EngineUnavailable, InvalidInput
+
+if TYPE_CHECKING:
+    from harmonia.engines.base import Engine
+
+Factory = Callable[[Settings, "Registry"], "Engine"]
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    queue: str
+    description: str
+    input_model: str  # "module:Class"
+    factory: str  # "module:function(settings, registry) -> Engine"
+    requires: tuple[str, ...] = ()  # importable modules the engine needs (its extra)
+    extra: str | None = None
+    precheck: Callable[[Settings], str | None] | None = field(default=None, compare=False)
+
+    def unavailable_reason(self, settings: Settings) -> str | None:
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            hint = f"; install harmonia[{self.extra}]" if self.extra else ""
+            return f"missing Python packages: {', '.join(missing)}{hint}"
+        return self.precheck(settings) if self.precheck else None
+
+    def schema(self) -> type[BaseModel]:
+        model: type[BaseModel] = _import(self.input_model)
+        return model
+
+
+BUILTIN: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        "jen1",
+        "jen1",
+        "Instruction-driven composition: free text -> a composed, rendered piece (WAV/FLAC + score + MIDI)",
+        "harmonia.engines.jen1:Jen1Input",
+        "harmonia.engines.factories:jen1",
+    ),
+    ModelSpec(
+        "render",
+        "render",
+        "Score or MIDI -> audio with SoundFont instruments",
+        "harmonia.engines.render:RenderInput",
+        "harmonia.engines.factories:render",
+    ),
+    ModelSpec(
+        "noop",
+        "noop",
+        "Diagnostic: exercises the job mechanics (sleep, progress, failure) without making music",
+        "harmonia.engines.noop:NoopInput",
+        "harmonia.engines.factories:noop",
+    ),
+)
+
+
+class Registry:
+    """The models this process knows, and the engines it has loaded (one per model, lazily)."""
+
+    def __init__(self, settings: Settings, specs: tuple[ModelSpec, ...] = BUILTIN) -> None:
+        self.settings = settings
+        self.specs = {s.name: s for s in specs}
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def spec(self, name: str) -> ModelSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.specs))
+            raise InvalidInput(f"unknown model {name!r}; known models: {known}", "model")
+        return spec
+
+    def validate(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Check a payload against the model's input schema; InvalidInput names the first bad field."""
+        spec = self.spec(name)
+        reason = spec.unavailable_reason(self.settings)
+        if reason:
+            raise EngineUnavailable(f"model {name!r} is unavailable: {reason}")
+        try:
+            parsed = spec.schema().model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first.get("loc", ()))
+            fld = f"payload.{loc}" if loc else "payload"
+            raise InvalidInput(f"{fld}: {first.get('msg', 'invalid')}", fld) from exc
+        return parsed.model_dump(mode="json", exclude_unset=True)
+
+    def engine(self, name: str) -> Engine:
+        """The loaded engine for `name`, built on first use (thread-safe)."""
+        with self._lock:
+            engine = self._engines.get(name)
+        if engine is not None:
+            return engine
+        spec = self.spec(name)
+        reason = spec.unavailable_reason(self.settings)
+        if reason:
+            raise EngineUnavailable(f"model {name!r} is unavailable: {reason}")
+        factory: Factory = _import(spec.factory)
+        built = factory(self.settings, self)
+        with self._lock:
+            return self._engines.setdefault(name, built)
+
+    def loaded(self) -> dict[str, Engine]:
+        with self._lock:
+            return dict(self._engines)
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = []
+        for spec in self.specs.values():
+            reason = spec.unavailable_reason(self.settings)
+            entry: dict[str, Any] = {
+                "name": spec.name,
+                "queue": spec.queue,
+                "description": spec.description,
+                "available": reason is None,
+                "reason": reason,
+                "loaded": spec.name in self._engines,
+            }
+            if reason is None:
+                try:
+                    entry["input_schema"] = spec.schema().model_json_schema()
+                except ImportError as exc:
+                    entry.update(available=False, reason=f"cannot import {spec.input_model}: {exc}")
+            out.append(entry)
+        return out

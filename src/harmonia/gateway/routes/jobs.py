@@ -1,0 +1,175 @@
+"""Jobs: submit (async or sync), get, list, cancel, events (SSE). Plus the original `/job` shape."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from harmonia.errors import DependencyDown, HarmoniaError
+from harmonia.gateway.app import GatewayState
+from harmonia.gateway.routes.deps import Owner, State
+from harmonia.gateway.sse import follow, wait_finished
+from harmonia.jobs.models import Job, JobRequest, JobState
+from harmonia.jobs.store import new_job_id
+from harmonia.web import ApiError
+
+router = APIRouter(tags=["jobs"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
+def job_view(job: Job, *, legacy: bool = False) -> dict[str, Any]:
+    """The public representation of a job (no owner), with links."""
+    base = f"/v1/jobs/{job.id}"
+    body = job.model_dump(mode="json", exclude={"owner"})
+    body["links"] = {
+        "self": base,
+        "events": f"{base}/events",
+        "cancel": f"{base}/cancel",
+        "artifacts": {a.name: f"{base}/artifacts/{a.name}" for a in job.artifacts},
+    }
+    for artifact in body["artifacts"]:
+        artifact["url"] = f"{base}/artifacts/{artifact['name']}"
+    if legacy:
+        body["job_id"] = job.id
+    return body
+
+
+def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) -> tuple[Job, bool]:
+    spec = state.registry.spec(req.model)
+    payload = state.registry.validate(req.model, req.payload)
+    settings = state.settings
+    timeout = req.timeout_s or settings.job_timeout_s
+    if timeout > settings.max_job_timeout_s:
+        raise ApiError(
+            422, "invalid_input", f"timeout_s: at most {settings.max_job_timeout_s:g} s", "timeout_s"
+        )
+    job = Job(
+        id=new_job_id(),
+        model=req.model,
+        queue=spec.queue,
+        mode=req.mode,
+        owner=owner,
+        payload=payload,
+        priority=req.priority,
+        timeout_s=timeout,
+        webhook_url=req.webhook_url,
+    )
+    request_hash = hashlib.sha256(req.model_dump_json().encode()).hexdigest() if idem else ""
+    job, created = state.store.create(job, idem, request_hash)
+    if created:
+        try:
+            state.queue.send(spec.queue, job.id, job.timeout_s)
+        except DependencyDown:
+            # the client is told 503 and nothing was queued: do not leave a record that never runs
+            try:
+                state.store.delete(job)
+            except HarmoniaError:
+                pass
+            raise
+        state.submitted.labels(req.model, req.mode).inc()
+    return job, created
+
+
+async def submit(
+    state: GatewayState, req: JobRequest, owner: str, idem: str | None, legacy: bool
+) -> JSONResponse:
+    job, _ = await run_in_threadpool(_submit, state, req, owner, idem)
+    if req.mode == "sync" and not job.finished:
+        await wait_finished(state.aredis, job.id, state.settings.sync_timeout_s)
+        job = await run_in_threadpool(state.store.get_for, job.id, owner)
+    status = 200 if req.mode == "sync" and job.finished else 202
+    return JSONResponse(
+        job_view(job, legacy=legacy), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"}
+    )
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    responses={200: {"description": "sync job finished within the wait"}, 202: {"description": "accepted"}},
+)
+async def create_job(
+    req: JobRequest, state: State, owner: Owner, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    """Submit a job. `async` answers 202 at once; `sync` waits up to the gateway's sync limit and
+    answers 200 with the result, or 202 with the job's link if it is still running."""
+    return await submit(state, req, owner, idempotency_key, legacy=False)
+
+
+@router.post("/job", status_code=202, summary="Submit a job (original API shape)")
+async def create_job_legacy(
+    req: JobRequest, state: State, owner: Owner, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
+    return await submit(state, req, owner, idempotency_key, legacy=True)
+
+
+@router.get("/v1/jobs/{job_id}")
+def get_job(job_id: str, state: State, owner: Owner) -> dict[str, Any]:
+    return job_view(state.store.get_for(job_id, owner))
+
+
+@router.get("/job/{job_id}", summary="Get a job (original API shape)")
+def get_job_legacy(job_id: str, state: State, owner: Owner) -> dict[str, Any]:
+    return job_view(state.store.get_for(job_id, owner), legacy=True)
+
+
+@router.get("/v1/jobs")
+def list_jobs(
+    state: State,
+    owner: Owner,
+    status: JobState | None = None,
+    model: str | None = Query(None, max_length=64),
+    cursor: str | None = Query(None, max_length=512),
+    limit: int = Query(50, ge=1, le=500),
+) -> dict[str, Any]:
+    """The caller's jobs, newest first. Pass `next_cursor` back as `cursor` for the next page."""
+    jobs, next_cursor = state.store.list(owner, status=status, model=model, limit=limit, cursor=cursor)
+    return {"jobs": [job_view(j) for j in jobs], "next_cursor": next_cursor}
+
+
+@router.post("/v1/jobs/{job_id}/cancel")
+def cancel_job(job_id: str, state: State, owner: Owner) -> JSONResponse:
+    """Queued jobs never run; running jobs stop at the engine's next check (status stays `running`
+    until then). Canceling a succeeded or failed job is a 409."""
+    job = state.store.get_for(job_id, owner)
+    outcome = state.store.cancel(job.id)
+    job = state.store.get_for(job_id, owner)
+    if outcome == "finished" and job.status != JobState.canceled:
+        raise ApiError(409, "conflict", f"job already {job.status.value}; it cannot be canceled", "status")
+    return JSONResponse(job_view(job), status_code=202 if outcome == "requested" else 200)
+
+
+@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse)
+async def job_events(
+    job_id: str,
+    request: Request,
+    state: State,
+    owner: Owner,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: `state`, `progress`, `log` and engine events. Reconnect with
+    `Last-Event-ID` to replay what was missed. The stream ends after the final state."""
+    await run_in_threadpool(state.store.get_for, job_id, owner)
+    after = last_event_id or "0-0"
+    if not _stream_id(after):
+        raise ApiError(422, "invalid_input", "Last-Event-ID is not an event id of this API", "Last-Event-ID")
+
+    async def events() -> Any:
+        async for item in follow(state.aredis, job_id, after):
+            if await request.is_disconnected():
+                return
+            if item is not None:
+                yield item
+
+    return EventSourceResponse(events(), ping=10)
+
+
+def _stream_id(value: str) -> bool:
+    ms, _, seq = value.partition("-")
+    return ms.isdigit() and seq.isdigit() and len(value) < 48

@@ -1,0 +1,1 @@
+"""Jobs: records, state transitions, the queue and what a worker does with one job."""

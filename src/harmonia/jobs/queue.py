@@ -1,0 +1,130 @@
+"""The Dramatiq Redis broker and one `run_job` actor per queue. Messages carry only the job id.
+
+KEDA scales workers on `LLEN dramatiq:<queue>`; running messages sit in Dramatiq's per-worker ack
+sets instead, which is why workers also keep `harmonia:inflight:<queue>` (see worker.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
+
+from harmonia.config import Settings
+from harmonia.errors import DependencyDown, RetryableError
+
+NAMESPACE = "dramatiq"
+#: The Dramatiq TimeLimit is a backstop behind the runner's own deadline (checked at each
+#: engine check), so it fires only for an engine that stopped checking.
+TIME_LIMIT_GRACE_S = 30.0
+
+
+BELL_PREFIX = "harmonia:bell:"
+
+
+class _BellConsumer(_RedisConsumer):  # type: ignore[misc]
+    """Dramatiq's Redis consumer polls an idle queue with a sleep of up to the worker timeout
+    (1 s), which puts up to a second between submit and start. This one polls without that sleep
+    and instead waits on a "doorbell" list that senders push to, so an idle worker wakes at once."""
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, idle_ms: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout=1)
+        self.bell = BELL_PREFIX + queue_name
+        self.idle_s = max(idle_ms / 1000, 0.01)
+
+    def __next__(self):  # type: ignore[no-untyped-def]
+        message = super().__next__()
+        if message is None and self.outstanding_message_count < self.prefetch:
+            try:
+                self.broker.client.blpop([self.bell], timeout=self.idle_s)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise dramatiq.errors.ConnectionClosed(exc) from None
+        return message
+
+
+class _Broker(RedisBroker):  # type: ignore[misc]
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _BellConsumer:
+        return _BellConsumer(self, queue_name, prefetch, idle_ms=timeout)
+
+
+def actor_name(queue: str) -> str:
+    return f"run_job__{queue}"
+
+
+def should_retry(max_retries: int) -> Callable[[int, BaseException], bool]:
+    def retry_when(retries: int, exc: BaseException) -> bool:
+        return isinstance(exc, RetryableError) and retries < max_retries
+
+    return retry_when
+
+
+class JobQueue:
+    """The broker plus its actors. The gateway sends with it; the worker consumes with it."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, queues: Iterable[str]) -> None:
+        self.settings = settings
+        self.broker = _Broker(
+            client=client,
+            namespace=NAMESPACE,
+            heartbeat_timeout=settings.heartbeat_timeout_ms,
+            maintenance_chance=settings.maintenance_chance,
+            middleware=[
+                TimeLimit(),
+                Retries(
+                    max_retries=settings.max_retries,
+                    min_backoff=settings.min_backoff_ms,
+                    max_backoff=settings.max_backoff_ms,
+                    retry_when=should_retry(settings.max_retries),
+                ),
+                CurrentMessage(),
+            ],
+        )
+        self.actors: dict[str, dramatiq.Actor] = {}
+        self._handler: Callable[[str], None] | None = None
+        for queue in queues:
+            self.actors[queue] = dramatiq.Actor(
+                self._dispatch,
+                broker=self.broker,
+                actor_name=actor_name(queue),
+                queue_name=queue,
+                priority=0,
+                options={"max_retries": settings.max_retries},
+            )
+
+    def _dispatch(self, job_id: str) -> None:
+        if self._handler is None:
+            raise RuntimeError("this JobQueue has no handler; only workers consume")
+        self._handler(job_id)
+
+    def set_handler(self, handler: Callable[[str], None]) -> None:
+        self._handler = handler
+
+    def send(self, queue: str, job_id: str, timeout_s: float, delay_ms: int | None = None) -> str:
+        """Enqueue one run of `job_id`. Returns the Dramatiq message id."""
+        actor = self.actors.get(queue)
+        if actor is None:
+            raise KeyError(f"queue {queue!r} is not declared")
+        try:
+            message = actor.send_with_options(
+                args=(job_id,),
+                delay=delay_ms,
+                time_limit=int((timeout_s + TIME_LIMIT_GRACE_S) * 1000),
+            )
+            if delay_ms is None:
+                pipe = self.broker.client.pipeline(transaction=False)
+                pipe.lpush(BELL_PREFIX + queue, 1)
+                pipe.ltrim(BELL_PREFIX + queue, 0, 63)
+                pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.ConnectionError) as exc:
+            raise DependencyDown(f"redis unreachable: {exc}") from exc
+        return message.message_id
+
+    def depth(self, queue: str) -> int:
+        """Messages waiting (not running) on a queue: what KEDA's redis scaler reads."""
+        return int(self.broker.client.llen(f"{NAMESPACE}:{queue}"))
+
+    def dead_letters(self, queue: str) -> int:
+        return int(self.broker.client.zcard(f"{NAMESPACE}:{queue}.XQ"))
