@@ -39,7 +39,9 @@ class ServerThread:
 
     def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -85,7 +87,9 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def spawn_worker(settings: Settings, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "harmonia", "worker", *args], env=worker_env(settings, **env))
+    return subprocess.Popen(
+        [sys.executable, "-m", "harmonia", "worker", *args], env=worker_env(settings, **env)
+    )
 
 
 def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -10,12 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import ServerThread, make_gateway, wait_for
 from harmonia.config import Settings
+from helpers import ServerThread, make_gateway, wait_for
 
 
 def submit(http: httpx.Client, payload: dict[str, Any], model: str = "noop", **kw: Any) -> httpx.Response:
-    return http.post("/v1/jobs", json={"model": model, "payload": payload, **kw}, headers=kw.pop("headers", None))
+    return http.post(
+        "/v1/jobs", json={"model": model, "payload": payload, **kw}, headers=kw.pop("headers", None)
+    )
 
 
 def wait_status(http: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
@@ -26,7 +28,9 @@ def wait_status(http: httpx.Client, job_id: str, timeout: float = 30) -> dict[st
     return wait_for(finished, timeout)
 
 
-def sse(http: httpx.Client, job_id: str, last_event_id: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+def sse(
+    http: httpx.Client, job_id: str, last_event_id: str | None = None
+) -> list[tuple[str, str, dict[str, Any]]]:
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     events: list[tuple[str, str, dict[str, Any]]] = []
     current: dict[str, str] = {}
@@ -116,8 +120,8 @@ def test_body_limit_and_malformed_json(http: httpx.Client) -> None:
 
 
 def test_cancel_queued_job_never_runs(http: httpx.Client, settings: Settings) -> None:
-    from harmonia.worker import WorkerProcess
     from harmonia.redis_client import connect
+    from harmonia.worker import WorkerProcess
 
     job = submit(http, {"note": "never"}).json()  # no worker is running yet
     r = http.post(f"/v1/jobs/{job['id']}/cancel")
@@ -230,9 +234,9 @@ def test_models_health_ready_metrics(http: httpx.Client) -> None:
 
 
 def test_api_keys_isolate_owners(settings: Settings) -> None:
-    from pydantic import SecretStr
-
     import hashlib
+
+    from pydantic import SecretStr
 
     settings.api_keys = [SecretStr("key-a"), SecretStr("sha256:" + hashlib.sha256(b"key-b").hexdigest())]
     with ServerThread(make_gateway(settings)) as gw:
@@ -243,8 +247,13 @@ def test_api_keys_isolate_owners(settings: Settings) -> None:
         assert httpx.get(gw.url + "/v1/jobs", headers={"Authorization": "Bearer nope"}).status_code == 401
         job = a.post("/v1/jobs", json={"model": "noop", "payload": {}}).json()
         base = f"/v1/jobs/{job['id']}"
-        for method, path in [("GET", base), ("GET", base + "/events"), ("GET", base + "/artifacts/x.wav"),
-                             ("POST", base + "/cancel"), ("GET", f"/job/{job['id']}")]:
+        for method, path in [
+            ("GET", base),
+            ("GET", base + "/events"),
+            ("GET", base + "/artifacts/x.wav"),
+            ("POST", base + "/cancel"),
+            ("GET", f"/job/{job['id']}"),
+        ]:
             r = b.request(method, path)
             assert r.status_code == 404, (method, path, r.status_code)
         assert b.get("/v1/jobs").json()["jobs"] == []

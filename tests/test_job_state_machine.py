@@ -75,8 +75,10 @@ class JobMachine(RuleBasedStateMachine):
         else:
             assert outcome == "lost"
 
-    @rule(to=st.sampled_from([JobState.succeeded, JobState.failed, JobState.canceled, JobState.queued]),
-          stale=st.booleans())
+    @rule(
+        to=st.sampled_from([JobState.succeeded, JobState.failed, JobState.canceled, JobState.queued]),
+        stale=st.booleans(),
+    )
     def finish(self, to: JobState, stale: bool) -> None:
         token = (self.claims[0] if stale and self.claims else self.current) or ""
         outcome, _ = self.store.transition(self.job_id, to, claim=token or "none")

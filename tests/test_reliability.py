@@ -7,16 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import FAST, ServerThread, free_port, make_gateway, spawn_worker, wait_for
 from harmonia.config import Settings
 from harmonia.embedded import EmbeddedValkey
-from harmonia.redis_client import connect
+from helpers import FAST, ServerThread, free_port, make_gateway, spawn_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +25,9 @@ def _status(http: httpx.Client, job_id: str) -> dict:
 
 def test_sigkill_worker_mid_job_still_succeeds_once(settings: Settings, http: httpx.Client) -> None:
     first = spawn_worker(settings, "--queues", "noop")
-    job = http.post("/v1/jobs", json={"model": "noop", "payload": {"sleep_s": 2.0, "steps": 20, "artifact": True}}).json()
+    job = http.post(
+        "/v1/jobs", json={"model": "noop", "payload": {"sleep_s": 2.0, "steps": 20, "artifact": True}}
+    ).json()
     wait_for(lambda: _status(http, job["id"])["progress"]["fraction"] >= 0.2, timeout=30)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -43,7 +43,7 @@ def test_sigkill_worker_mid_job_still_succeeds_once(settings: Settings, http: ht
     assert final["status"] == "succeeded" and final["attempts"] == 2
     states = []
     with http.stream("GET", f"/v1/jobs/{job['id']}/events") as r:
-        states = [line for line in r.iter_lines() if line.startswith("data: {\"status\"")]
+        states = [line for line in r.iter_lines() if line.startswith('data: {"status"')]
     assert sum('"succeeded"' in s for s in states) == 1  # exactly one result recorded
     assert http.get(final["artifacts"][0]["url"]).json()["sleep_s"] == 2.0
 
@@ -53,15 +53,19 @@ def test_restarting_embedded_valkey_between_submit_and_run_loses_nothing(tmp_pat
     url = server.start()
     settings = Settings(redis_url=url, data_dir=tmp_path / "data", **FAST)
     with ServerThread(make_gateway(settings)) as gw:
-        ids = [httpx.post(gw.url + "/v1/jobs", json={"model": "noop", "payload": {"note": str(i)}}).json()["id"]
-               for i in range(20)]
+        ids = [
+            httpx.post(gw.url + "/v1/jobs", json={"model": "noop", "payload": {"note": str(i)}}).json()["id"]
+            for i in range(20)
+        ]
     server.stop()
     server = EmbeddedValkey(tmp_path / "data")
     assert server.start() == url  # same port and password after a restart
     worker = spawn_worker(settings)
     try:
         with ServerThread(make_gateway(settings)) as gw, httpx.Client(base_url=gw.url) as http:
-            finals = [wait_for(lambda i=i: (j := _status(http, i))["status"] == "succeeded" and j) for i in ids]
+            finals = [
+                wait_for(lambda i=i: (j := _status(http, i))["status"] == "succeeded" and j) for i in ids
+            ]
         assert [f["result"]["note"] for f in finals] == [str(i) for i in range(20)]
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -90,9 +94,13 @@ def test_harmonia_up_stop_start_keeps_jobs_and_results(tmp_path: Path) -> None:
     up = _harmonia_up(tmp_path / "d", port)
     try:
         wait_for(lambda: _ready(url), timeout=60, interval=0.2)
-        done = httpx.post(url + "/v1/jobs", json={"model": "noop", "mode": "sync", "payload": {"artifact": True}}).json()
+        done = httpx.post(
+            url + "/v1/jobs", json={"model": "noop", "mode": "sync", "payload": {"artifact": True}}
+        ).json()
         assert done["status"] == "succeeded"
-        running = httpx.post(url + "/job", json={"model": "noop", "mode": "async", "payload": {"sleep_s": 1.5, "steps": 5}}).json()
+        running = httpx.post(
+            url + "/job", json={"model": "noop", "mode": "async", "payload": {"sleep_s": 1.5, "steps": 5}}
+        ).json()
         wait_for(lambda: httpx.get(f"{url}/job/{running['id']}").json()["status"] == "running")
     finally:
         up.send_signal(signal.SIGTERM)  # graceful: the running job finishes first

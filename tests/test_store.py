@@ -55,7 +55,9 @@ def test_claim_run_succeed_and_finished_never_changes(store: JobStore) -> None:
     outcome, claim, attempt = store.claim(job.id)
     assert (outcome, attempt) == ("claimed", 1)
     assert store.beat(job.id, claim, {"fraction": 0.5, "message": "half"}) == "ok"
-    assert store.transition(job.id, JobState.succeeded, claim=claim, fields={"result": {"ok": True}})[0] == "ok"
+    assert (
+        store.transition(job.id, JobState.succeeded, claim=claim, fields={"result": {"ok": True}})[0] == "ok"
+    )
     done = store.get(job.id)
     assert done is not None and done.status == JobState.succeeded and done.result == {"ok": True}
     assert done.finished_at is not None and done.progress.fraction == 0.5
@@ -97,7 +99,12 @@ def test_cancel_queued_and_running(store: JobStore) -> None:
 def test_retry_requeues_with_attempts_kept(store: JobStore) -> None:
     job, _ = store.create(make_job())
     _, claim, _ = store.claim(job.id)
-    assert store.transition(job.id, JobState.queued, claim=claim, fields={"error": {"code": "x", "message": "m"}})[0] == "ok"
+    assert (
+        store.transition(
+            job.id, JobState.queued, claim=claim, fields={"error": {"code": "x", "message": "m"}}
+        )[0]
+        == "ok"
+    )
     outcome, _, attempt = store.claim(job.id)
     assert (outcome, attempt) == ("claimed", 2)
 

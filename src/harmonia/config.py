@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_sync_waiters: int = Field(256, ge=1)
 
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhook bodies")
+    webhook_allow_private: bool = Field(False, description="allow webhooks to loopback/private addresses")
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60)
+
     # --- jobs ----------------------------------------------------------------------------------
     job_timeout_s: float = Field(600.0, gt=0)
     max_job_timeout_s: float = Field(3600.0, gt=0)

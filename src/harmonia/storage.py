@@ -9,7 +9,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +57,11 @@ class ArtifactStore(Protocol):
 
     def describe(self) -> str: ...
 
+    def sweep(self, older_than_s: float, alive: Callable[[str], bool]) -> int:
+        """Delete the artifacts of jobs older than `older_than_s` whose record is gone (expired).
+        Returns how many jobs' artifacts were removed. S3 buckets use a lifecycle rule instead."""
+        ...
+
 
 class LocalArtifactStore:
     def __init__(self, root: Path) -> None:
@@ -63,10 +69,8 @@ class LocalArtifactStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, job_id: str, name: str) -> Path:
-        path = (self.root / _check_job(job_id) / check_name(name)).resolve()
-        if path.parent.parent != self.root:
-            raise InvalidInput(f"artifact name {name!r} escapes the job folder", "name")
-        return path
+        # both parts are checked plain names (no separators, no `..`), so the path stays under root
+        return self.root / _check_job(job_id) / check_name(name)
 
     def put(self, job_id: str, name: str, data: bytes, content_type: str) -> StoredArtifact:
         path = self._path(job_id, name)
@@ -86,7 +90,7 @@ class LocalArtifactStore:
     def open(self, job_id: str, name: str) -> tuple[Iterator[bytes], int]:
         path = self._path(job_id, name)
         # refuse symlinks planted in the store: only regular files written by put() are served
-        if path.is_symlink() or not path.is_file():
+        if path.is_symlink() or path.parent.is_symlink() or not path.is_file():
             raise NotFound(f"no artifact {name!r}")
         size = path.stat().st_size
 
@@ -106,6 +110,17 @@ class LocalArtifactStore:
 
     def describe(self) -> str:
         return f"local:{self.root}"
+
+    def sweep(self, older_than_s: float, alive: Callable[[str], bool]) -> int:
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for folder in self.root.iterdir():
+            if not (folder.is_dir() and _JOB_ID.match(folder.name)) or folder.stat().st_mtime > cutoff:
+                continue
+            if not alive(folder.name):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
 
 
 class S3ArtifactStore:
@@ -158,6 +173,9 @@ class S3ArtifactStore:
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+    def sweep(self, older_than_s: float, alive: Callable[[str], bool]) -> int:
+        return 0  # expiry is the bucket's lifecycle rule (see deploy docs)
 
 
 def build_store(settings: Settings) -> ArtifactStore:

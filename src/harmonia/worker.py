@@ -51,12 +51,18 @@ class WorkerProcess:
         )
         self.queue = JobQueue(settings, client, self.queues)
         self.leases = LeaseKeeper(self.store, interval_s=max(settings.lease_s / 3, 0.2))
-        self.runner = Runner(
-            settings, self.store, self.queue, self.registry, artifacts or build_store(settings), self.leases
-        )
+        self.artifacts = artifacts or build_store(settings)
+        self.runner = Runner(settings, self.store, self.queue, self.registry, self.artifacts, self.leases)
         self.queue.set_handler(self.runner)
         grace_ms = settings.heartbeat_timeout_ms + int(settings.lease_s * 1000)
-        self.reaper = Reaper(self.store, self.queue, grace_ms, interval_s=max(grace_ms / 4000, 1.0))
+        self.reaper = Reaper(
+            self.store,
+            self.queue,
+            grace_ms,
+            interval_s=max(grace_ms / 4000, 1.0),
+            artifacts=self.artifacts,
+            result_ttl_s=settings.result_ttl_s,
+        )
         self._worker = Worker(
             self.queue.broker, queues=set(self.queues), worker_threads=settings.worker_threads
         )
@@ -76,6 +82,7 @@ class WorkerProcess:
         self._worker.stop(timeout=int(self.settings.shutdown_timeout_s * 1000))
         self.leases.stop()
         self.reaper.stop()
+        self.runner.close()
         self.queue.broker.close()
 
     def run_forever(self) -> None:

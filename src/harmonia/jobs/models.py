@@ -108,3 +108,20 @@ class JobEvent(BaseModel):
     id: str
     event: Literal["state", "progress", "log", "chunk", "result"] | str
     data: dict[str, Any]
+
+
+def job_view(job: Job, *, legacy: bool = False) -> dict[str, Any]:
+    """The public representation of a job (API answers, webhooks): no owner, with links."""
+    base = f"/v1/jobs/{job.id}"
+    body = job.model_dump(mode="json", exclude={"owner"})
+    body["links"] = {
+        "self": base,
+        "events": f"{base}/events",
+        "cancel": f"{base}/cancel",
+        "artifacts": {a.name: f"{base}/artifacts/{a.name}" for a in job.artifacts},
+    }
+    for artifact in body["artifacts"]:
+        artifact["url"] = f"{base}/artifacts/{artifact['name']}"
+    if legacy:
+        body["job_id"] = job.id
+    return body

@@ -10,12 +10,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
+from harmonia import webhooks
 from harmonia.config import Settings
 from harmonia.engines.registry import Registry
 from harmonia.errors import (
@@ -29,7 +32,7 @@ from harmonia.errors import (
     JobTimedOut,
     RetryableError,
 )
-from harmonia.jobs.models import Artifact, JobError, JobState
+from harmonia.jobs.models import Artifact, JobError, JobState, job_view
 from harmonia.jobs.queue import JobQueue
 from harmonia.jobs.store import JobStore
 from harmonia.storage import ArtifactStore
@@ -37,6 +40,7 @@ from harmonia.storage import ArtifactStore
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25
+SWEEP_INTERVAL_S = 600.0
 
 
 class JobLost(JobStopped):
@@ -134,8 +138,18 @@ class Reaper:
     """Safety net for at-least-once: re-enqueues running jobs that nobody holds and whose message
     is gone (Dramatiq's own redelivery had its chance first). The claim makes a duplicate harmless."""
 
-    def __init__(self, store: JobStore, queue: JobQueue, grace_ms: int, interval_s: float) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        grace_ms: int,
+        interval_s: float,
+        artifacts: ArtifactStore | None = None,
+        result_ttl_s: int = 0,
+    ) -> None:
         self.store, self.queue, self.grace_ms, self.interval_s = store, queue, grace_ms, interval_s
+        self.artifacts, self.result_ttl_s = artifacts, result_ttl_s
+        self._last_sweep = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="orphan-reaper", daemon=True)
 
@@ -155,12 +169,23 @@ class Reaper:
                 revived.append(job_id)
         return revived
 
+    def sweep(self) -> int:
+        """Remove artifacts whose job record has expired (result TTL)."""
+        if self.artifacts is None or self.result_ttl_s <= 0:
+            return 0
+        self._last_sweep = time.monotonic()
+        return self.artifacts.sweep(self.result_ttl_s, lambda job_id: self.store.get(job_id) is not None)
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
                 self.reap()
+                if time.monotonic() - self._last_sweep > SWEEP_INTERVAL_S:
+                    self.sweep()
             except DependencyDown:
                 log.warning("orphan check skipped: redis unreachable")
+            except OSError as exc:
+                log.warning("artifact sweep failed: %s", exc)
 
 
 class Runner:
@@ -181,6 +206,7 @@ class Runner:
         self.registry = registry
         self.artifacts = artifacts
         self.leases = leases
+        self._webhooks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
 
     def __call__(self, job_id: str) -> None:
         self.run(job_id)
@@ -246,6 +272,8 @@ class Runner:
         outcome, _ = self.store.transition(job_id, JobState.succeeded, claim=claim, fields=fields)
         if outcome != "ok":
             log.warning("job %s: result not recorded (%s)", job_id, outcome)
+        else:
+            self._notify(job_id)
 
     def _retry_or_fail(self, ctx: JobContext, exc: RetryableError) -> None:
         message = CurrentMessage.get_current_message()
@@ -275,3 +303,30 @@ class Runner:
         )
         if outcome != "ok":
             log.warning("job %s: could not record %s (%s)", ctx.job_id, state.value, outcome)
+        else:
+            self._notify(ctx.job_id)
+
+    def _notify(self, job_id: str) -> None:
+        """Send the finished job to its webhook, off the worker thread (best effort)."""
+        job = self.store.get(job_id)
+        if job is None or not job.webhook_url:
+            return
+        self._webhooks.submit(self._deliver, job.id, job.webhook_url, job_view(job))
+
+    def _deliver(self, job_id: str, url: str, body: dict[str, Any]) -> None:
+        secret = self.settings.webhook_secret
+        try:
+            status = webhooks.deliver(
+                url,
+                body,
+                secret=secret.get_secret_value().encode() if secret else None,
+                allow_private=self.settings.webhook_allow_private,
+                timeout_s=self.settings.webhook_timeout_s,
+            )
+            self.store.add_event(job_id, "log", {"message": f"webhook delivered ({status})"})
+        except (httpx.HTTPError, webhooks.WebhookFailed, InvalidInput) as exc:
+            log.warning("job %s: webhook to %s failed: %s", job_id, url, exc)
+            self.store.add_event(job_id, "log", {"message": f"webhook failed: {exc}"})
+
+    def close(self) -> None:
+        self._webhooks.shutdown(wait=True)

@@ -14,30 +14,14 @@ from harmonia.errors import DependencyDown, HarmoniaError
 from harmonia.gateway.app import GatewayState
 from harmonia.gateway.routes.deps import Owner, State
 from harmonia.gateway.sse import follow, wait_finished
-from harmonia.jobs.models import Job, JobRequest, JobState
+from harmonia.jobs.models import Job, JobRequest, JobState, job_view
 from harmonia.jobs.store import new_job_id
 from harmonia.web import ApiError
+from harmonia.webhooks import check_webhook_url
 
 router = APIRouter(tags=["jobs"])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
-
-
-def job_view(job: Job, *, legacy: bool = False) -> dict[str, Any]:
-    """The public representation of a job (no owner), with links."""
-    base = f"/v1/jobs/{job.id}"
-    body = job.model_dump(mode="json", exclude={"owner"})
-    body["links"] = {
-        "self": base,
-        "events": f"{base}/events",
-        "cancel": f"{base}/cancel",
-        "artifacts": {a.name: f"{base}/artifacts/{a.name}" for a in job.artifacts},
-    }
-    for artifact in body["artifacts"]:
-        artifact["url"] = f"{base}/artifacts/{artifact['name']}"
-    if legacy:
-        body["job_id"] = job.id
-    return body
 
 
 def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) -> tuple[Job, bool]:
@@ -49,6 +33,8 @@ def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) 
         raise ApiError(
             422, "invalid_input", f"timeout_s: at most {settings.max_job_timeout_s:g} s", "timeout_s"
         )
+    if req.webhook_url:
+        check_webhook_url(req.webhook_url, allow_private=settings.webhook_allow_private)
     job = Job(
         id=new_job_id(),
         model=req.model,
