@@ -53,6 +53,14 @@ class ModelSpec:
         return model
 
 
+def _diffsinger_precheck(settings: Settings) -> str | None:
+    if settings.diffsinger.voicebank is None:
+        return "no voicebank configured: set HARMONIA_DIFFSINGER__VOICEBANK to a DiffSinger voicebank folder"
+    if not settings.diffsinger.voicebank.is_dir():
+        return f"voicebank folder {settings.diffsinger.voicebank} does not exist"
+    return None
+
+
 BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec(
         "jen1",
@@ -67,6 +75,32 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "Score or MIDI -> audio with SoundFont instruments",
         "harmonia.engines.render:RenderInput",
         "harmonia.engines.factories:render",
+    ),
+    ModelSpec(
+        "musicgen",
+        "musicgen",
+        "MusicGen text-to-music (Hugging Face transformers), with batching and streaming",
+        "harmonia.engines.musicgen:MusicgenInput",
+        "harmonia.engines.factories:musicgen",
+        requires=("torch", "transformers"),
+        extra="musicgen",
+    ),
+    ModelSpec(
+        "diffsinger",
+        "diffsinger",
+        "Singing synthesis with an openvpi DiffSinger ONNX voicebank: lyrics + notes, MIDI or .ds",
+        "harmonia.engines.singing_input:SingingRequest",
+        "harmonia.engines.factories:diffsinger",
+        requires=("onnxruntime", "yaml"),
+        extra="diffsinger",
+        precheck=_diffsinger_precheck,
+    ),
+    ModelSpec(
+        "ollama",
+        "ollama",
+        "LLM helper tasks (prompt enhancement, song plans, lyrics) via Ollama or an OpenAI-compatible API",
+        "harmonia.engines.prompt_tasks:OllamaPayload",
+        "harmonia.engines.factories:ollama",
     ),
     ModelSpec(
         "noop",
@@ -102,6 +136,9 @@ class Registry:
             raise EngineUnavailable(f"model {name!r} is unavailable: {reason}")
         try:
             parsed = spec.schema().model_validate(payload)
+        except InvalidInput as exc:  # raised by a model's own cross-field check
+            fld = f"payload.{exc.field}" if exc.field else "payload"
+            raise InvalidInput(f"{fld}: {exc.message}", fld) from exc
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first.get("loc", ()))

@@ -63,6 +63,7 @@ class JobContext:
     cancel_requested: bool = False
     lost: bool = False
     _last_beat: float = field(default=0.0)
+    _last_message: str | None = field(default=None)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def check(self) -> None:
@@ -76,8 +77,9 @@ class JobContext:
     def progress(self, fraction: float, message: str = "") -> None:
         now = time.monotonic()
         fraction = min(max(float(fraction), 0.0), 1.0)
-        if now - self._last_beat >= PROGRESS_INTERVAL_S or fraction >= 1.0:
-            self._last_beat = now
+        # throttled, but every new stage (message) and the end are always recorded
+        if now - self._last_beat >= PROGRESS_INTERVAL_S or fraction >= 1.0 or message != self._last_message:
+            self._last_beat, self._last_message = now, message
             self.apply(self.store.beat(self.job_id, self.claim, {"fraction": fraction, "message": message}))
         self.check()
 

@@ -1,0 +1,437 @@
+"""The composer: an `Interpretation` -> a `Score` (bars, chords, a melody and its supporting parts).
+
+How a piece is built:
+1. *Form.* The duration (minus a short release) becomes whole bars of the metre; bars group into
+   phrases of 2-4(-7) bars, paired as antecedent (ends on a half cadence, V) and consequent
+   (authentic cadence, V -> I). The last phrase always closes on the tonic; leftover beats lengthen
+   the final chord.
+2. *Harmony.* One diatonic chord per bar, from functional templates: tonic opening, predominant
+   (IV/ii, iv/VI), dominant, tonic. A consequent repeats its antecedent's opening chords (a
+   parallel period) so the opening melody can return.
+3. *Melody.* Per phrase, a rhythm motif (A B A ... cadence) from one-bar patterns filtered by tempo
+   and weighted by mood; pitches move mostly by step, with chord tones on strong beats, passing and
+   neighbour tones between, leaps recovered by contrary steps, an arch contour toward a high point,
+   and a stepwise approach to the cadence goal. It stays inside the instrument's comfortable range.
+4. *Supporting parts* (`accompaniment` module): piano/harp/guitar/organ patterns, bass, inner
+   voices, drums.
+Everything random draws from one `random.Random(seed)`: the same seed gives the same notes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from harmonia.engines import accompaniment
+from harmonia.engines.instruments import InstrumentSpec
+from harmonia.engines.interpret import Interpretation
+from harmonia.engines.score import Bar, Part, Phrase, Score, ScoreNote
+from harmonia.engines.theory import Chord, Key, chord
+
+MIN_NOTE_S = 0.13  # shorter notes smear on SoundFont instruments with slow attacks
+
+
+@dataclass(frozen=True)
+class Meter:
+    beats: float  # bar length in quarter notes
+    strong: tuple[float, ...]
+    rhythms: tuple[tuple[float, ...], ...]
+    cadence_rhythms: tuple[tuple[float, ...], ...]
+
+
+METERS: dict[tuple[int, int], Meter] = {
+    (4, 4): Meter(
+        4.0,
+        (0.0, 2.0),
+        (
+            (1, 1, 1, 1), (2, 1, 1), (1, 1, 2), (1.5, 0.5, 1, 1), (1, 0.5, 0.5, 1, 1),
+            (0.5, 0.5, 1, 1, 1), (1, 1, 0.5, 0.5, 1), (3, 1), (1.5, 0.5, 2), (0.5, 0.5, 0.5, 0.5, 2),
+            (1, 0.5, 0.5, 2), (0.75, 0.25, 1, 2), (1, 1, 1.5, 0.5), (0.5, 0.5, 0.5, 0.5, 1, 1),
+        ),
+        ((2, 2), (1, 1, 2), (1.5, 0.5, 2), (4,)),
+    ),
+    (3, 4): Meter(
+        3.0,
+        (0.0,),
+        (
+            (1, 1, 1), (2, 1), (1.5, 0.5, 1), (1, 0.5, 0.5, 1), (0.5, 0.5, 1, 1), (1, 2),
+            (0.5, 0.5, 0.5, 0.5, 1), (1, 1, 0.5, 0.5),
+        ),
+        ((1, 2), (2, 1), (3,)),
+    ),
+    (6, 8): Meter(
+        3.0,
+        (0.0, 1.5),
+        (
+            (1.5, 1.5), (1, 0.5, 1, 0.5), (1, 0.5, 1.5), (0.5, 0.5, 0.5, 1, 0.5), (1.5, 1, 0.5),
+            (0.5, 0.5, 0.5, 1.5), (1, 0.5, 0.5, 0.5, 0.5),
+        ),
+        ((1, 0.5, 1.5), (3,)),
+    ),
+    (2, 4): Meter(
+        2.0,
+        (0.0,),
+        ((1, 1), (0.5, 0.5, 1), (1.5, 0.5), (1, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5), (0.75, 0.25, 1)),
+        ((1, 1), (2,)),
+    ),
+}  # fmt: skip
+
+# How much each mood prefers busy bars (positive) or long notes (negative); base velocity.
+MOOD_DENSITY = {
+    "sad": -0.35, "calm": -0.4, "romantic": -0.2, "dark": -0.15, "mysterious": -0.1,
+    "neutral": 0.0, "happy": 0.15, "playful": 0.3, "energetic": 0.3, "triumphant": 0.05,
+}  # fmt: skip
+MOOD_VELOCITY = {
+    "sad": 66, "calm": 60, "romantic": 70, "dark": 76, "mysterious": 68, "neutral": 80,
+    "happy": 88, "playful": 84, "energetic": 100, "triumphant": 96,
+}  # fmt: skip
+# Fraction of its slot a melody note sounds: legato for slow moods, detached for playful ones.
+MOOD_LEGATO = {"sad": 0.97, "calm": 0.97, "romantic": 0.96, "playful": 0.62, "energetic": 0.82}
+MOOD_REGISTER = {"sad": -2, "dark": -3, "happy": 2, "playful": 3, "triumphant": 2}
+_PREDOMINANT = {"major": (3, 1), "minor": (3, 5)}  # IV/ii; iv/VI
+_MIDDLE = {"major": (5, 3, 1, 2), "minor": (5, 3, 2, 6)}  # vi IV ii iii; VI iv III VII
+
+
+def compose(interp: Interpretation) -> Score:
+    """Write the whole score for `interp`; deterministic in `interp.seed`."""
+    rng = random.Random(interp.seed)
+    meter = METERS[interp.time_signature]
+    key = interp.key
+    seconds_per_beat = 60.0 / interp.tempo_bpm
+    release_s = min(1.0, 0.15 * interp.duration_s)
+    music_beats = (interp.duration_s - release_s) / seconds_per_beat
+
+    # Whole bars, rounded; the final bar (the closing tonic) stretches or shrinks (0.5-1.5 bars)
+    # so the music ends exactly where the release begins.
+    bars_count = max(1, round(music_beats / meter.beats))
+    bar_beats = min(meter.beats, music_beats)
+    phrases = plan_phrases(bars_count)
+    roots = progression(key, phrases, rng)
+    bars = [
+        Bar(index=i, start=i * bar_beats, length=bar_beats, chord=chord(key, roots[i]))
+        for i in range(bars_count)
+    ]
+    last = bars[-1]
+    bars[-1] = Bar(last.index, last.start, music_beats - last.start, last.chord)
+
+    melodic = [s for s in interp.instruments if not s.is_drum]
+    roles = assign_roles(melodic)
+    parts: list[Part] = []
+    melody_spec = next((s for s, r in roles if r == "melody"), None)
+    melody_range = (0, 0)
+    if melody_spec is not None:
+        lead_has_accompaniment = len(melodic) == 1 and melody_spec.polyphonic
+        melody_range = melody_register(melody_spec, interp.mood, lead_has_accompaniment)
+        events = compose_melody(key, meter, bars, phrases, melody_range, interp.mood, interp.tempo_bpm, rng)
+        parts.append(Part(melody_spec, "melody", _to_notes(events, seconds_per_beat, interp.mood)))
+        if lead_has_accompaniment:
+            roles.append((melody_spec, "accompaniment"))
+    base_velocity = MOOD_VELOCITY.get(interp.mood, 80)
+    inner_index = 0
+    for spec, role in roles:
+        if role == "melody":
+            continue
+        writer = accompaniment.PartWriter(
+            key=key, bars=bars, beats_per_bar=meter.beats, strong=meter.strong,
+            seconds_per_beat=seconds_per_beat, mood=interp.mood, rng=rng, velocity=base_velocity,
+            ceiling=melody_range[0] - 1 if melody_spec is not None else 127,
+        )  # fmt: skip
+        if role == "accompaniment":
+            notes = writer.accompaniment(spec)
+        elif role == "bass":
+            notes = writer.bass(spec)
+        else:
+            notes = writer.inner_voice(spec, inner_index)
+            inner_index += 1
+        parts.append(Part(spec, role, notes))
+    drum_spec = next((s for s in interp.instruments if s.is_drum), None)
+    if drum_spec is not None:
+        writer = accompaniment.PartWriter(
+            key=key, bars=bars, beats_per_bar=meter.beats, strong=meter.strong,
+            seconds_per_beat=seconds_per_beat, mood=interp.mood, rng=rng, velocity=base_velocity, ceiling=127,
+        )  # fmt: skip
+        parts.append(Part(drum_spec, "drums", writer.drums()))
+    return Score(
+        parts=parts,
+        tempo_bpm=interp.tempo_bpm,
+        key=key,
+        time_signature=interp.time_signature,
+        duration_s=interp.duration_s,
+        seed=interp.seed,
+        mood=interp.mood,
+        bars=bars,
+        phrases=phrases,
+    )
+
+
+def assign_roles(specs: list[InstrumentSpec]) -> list[tuple[InstrumentSpec, str]]:
+    """Highest-sounding instrument leads (bass-register ones never do); the lowest takes the bass;
+    the rest accompany (polyphonic) or sing inner voices."""
+    if not specs:
+        return []
+    if len(specs) == 1:
+        return [(specs[0], "melody")]
+    candidates = [i for i, s in enumerate(specs) if s.center >= 50] or list(range(len(specs)))
+    lead = max(candidates, key=lambda i: (specs[i].center, -i))
+    rest = [i for i in range(len(specs)) if i != lead]
+    bass = min(rest, key=lambda i: (specs[i].center, i))
+    roles: list[tuple[InstrumentSpec, str]] = [(specs[lead], "melody")]
+    for i in rest:
+        if i == bass and (len(specs) >= 3 or not specs[i].polyphonic):
+            roles.append((specs[i], "bass"))
+        else:
+            roles.append((specs[i], "accompaniment" if specs[i].polyphonic else "harmony"))
+    return roles
+
+
+def plan_phrases(bars: int) -> list[Phrase]:
+    """Split `bars` into phrases: one phrase up to 5 bars, a period (antecedent + consequent) up to
+    8, then 4-bar phrases. Pairs alternate half and authentic cadences; the last is authentic."""
+    if bars <= 5:
+        lengths = [bars]
+    elif bars <= 8:
+        lengths = [bars // 2, bars - bars // 2]
+    else:
+        lengths = [4] * (bars // 4)
+        lengths[-1] += bars - 4 * len(lengths)  # a longer closing phrase (an extension)
+    phrases, first = [], 0
+    for i, length in enumerate(lengths):
+        last = i == len(lengths) - 1
+        cadence = "authentic" if last or i % 2 == 1 else "half"
+        phrases.append(Phrase(first_bar=first, bars=length, cadence=cadence))
+        first += length
+    return phrases
+
+
+def progression(key: Key, phrases: list[Phrase], rng: random.Random) -> list[int]:
+    """One chord root (diatonic degree 0..6) per bar: phrases open on the tonic, move through
+    middle and predominant chords, and close on V (half cadence) or V -> I (authentic)."""
+    roots: list[int] = []
+    antecedent: list[int] = []
+    for phrase in phrases:
+        n = phrase.bars
+        pre = rng.choice(_PREDOMINANT[key.mode])
+        if phrase.cadence == "half":
+            ending = [4] if n == 1 else [0, 4] if n == 2 else [pre, 4]
+        else:
+            ending = [0] if n == 1 else [4, 0] if n == 2 else [0, 4, 0] if n == 3 else [pre, 4, 0]
+        body: list[int] = []
+        if n > len(ending):
+            body = [0]
+            while len(body) < n - len(ending):
+                body.append(rng.choice([r for r in _MIDDLE[key.mode] if r != body[-1]]))
+        chords = body + ending
+        # Parallel period: a consequent opens with its antecedent's opening chords.
+        if phrase.cadence == "authentic" and antecedent:
+            shared = min(n - len(ending), len(antecedent) // 2)
+            chords[:shared] = antecedent[:shared]
+        roots.extend(chords)
+        antecedent = chords if phrase.cadence == "half" else []
+    return roots
+
+
+def melody_register(spec: InstrumentSpec, mood: str, with_accompaniment: bool) -> tuple[int, int]:
+    """The MIDI range the melody uses: about an octave and a half around the instrument's centre."""
+    center = spec.center + MOOD_REGISTER.get(mood, 0) + (5 if with_accompaniment else 0)
+    low = max(spec.low, center - 8)
+    high = min(spec.high, center + 9)
+    return low, high
+
+
+@dataclass(frozen=True)
+class _Event:
+    start: float  # beats
+    length: float
+    pitch: int
+    strong: bool
+    accent: float  # 0..1 position along the phrase arch, for dynamics
+
+
+def _rhythm_choices(meter: Meter, tempo: float, mood: str) -> list[tuple[tuple[float, ...], float]]:
+    seconds_per_beat = 60.0 / tempo
+    ok = [r for r in meter.rhythms if min(r) * seconds_per_beat >= MIN_NOTE_S]
+    if len(ok) < 3:
+        ok = sorted(meter.rhythms, key=lambda r: (-min(r), len(r)))[:3]
+    bias = MOOD_DENSITY.get(mood, 0.0) + (0.25 if tempo < 76 else -0.25 if tempo > 150 else 0.0)
+    center = meter.beats
+    return [(r, math.exp(bias * (len(r) - center))) for r in ok]
+
+
+def _pick(rng: random.Random, weighted: list[tuple[tuple[float, ...], float]]) -> tuple[float, ...]:
+    return rng.choices([r for r, _ in weighted], weights=[w for _, w in weighted])[0]
+
+
+def _phrase_rhythms(
+    meter: Meter, phrase: Phrase, choices: list, rng: random.Random
+) -> list[tuple[float, ...]]:
+    motif = _pick(rng, choices)
+    contrast = _pick(rng, [c for c in choices if c[0] != motif] or choices)
+    rhythms = []
+    for i in range(phrase.bars - 1):
+        if i % 2 == 0:
+            rhythms.append(motif)
+        else:
+            rhythms.append(contrast if i < 3 or rng.random() < 0.5 else _pick(rng, choices))
+    rhythms.append(rng.choice(meter.cadence_rhythms))
+    return rhythms
+
+
+def compose_melody(
+    key: Key,
+    meter: Meter,
+    bars: list[Bar],
+    phrases: list[Phrase],
+    register: tuple[int, int],
+    mood: str,
+    tempo: float,
+    rng: random.Random,
+) -> list[_Event]:
+    low, high = register
+    tonic_midi = key.tonic_near((low + high) // 2)
+    degrees = [d for d in range(-14, 22) if low <= key.midi(d, tonic_midi) <= high - 1]
+    dlo, dhi = min(degrees), max(degrees)
+    choices = _rhythm_choices(meter, tempo, mood)
+    events: list[_Event] = []
+    prev = min((d for d in (0, 2, 4, 7, -3) if dlo <= d <= dhi), key=lambda d: abs(d - (dlo + dhi) // 2))
+    prev_interval = 0
+    antecedent: tuple[Phrase, list[tuple[float, ...]], list[int]] | None = None
+    for phrase in phrases:
+        phrase_bars = bars[phrase.first_bar : phrase.first_bar + phrase.bars]
+        if len(phrase_bars) == 1 and phrase_bars[0].length < meter.beats:  # a piece shorter than a bar
+            rhythms = [_short_rhythm(phrase_bars[0].length)]
+        else:
+            rhythms = _phrase_rhythms(meter, phrase, choices, rng)
+            if phrase_bars[-1].length < meter.beats:  # a shortened closing bar holds just the tonic
+                rhythms[-1] = (phrase_bars[-1].length,)
+        # Parallel period: a consequent whose opening chords match its antecedent's repeats its
+        # opening bars (rhythm and pitches); the rest, and the cadence, are new.
+        echo: list[int] = []
+        if phrase.cadence == "authentic" and antecedent is not None:
+            ante, ante_rhythms, ante_degrees = antecedent
+            shared = 0
+            while (
+                shared < min(ante.bars // 2, phrase.bars - 1)
+                and bars[phrase.first_bar + shared].chord == bars[ante.first_bar + shared].chord
+            ):
+                shared += 1
+            rhythms[:shared] = ante_rhythms[:shared]
+            echo = ante_degrees[: sum(len(r) for r in ante_rhythms[:shared])]
+        slots = [
+            (bar.start + offset, length, bar)
+            for bar, rhythm in zip(phrase_bars, rhythms, strict=True)
+            for offset, length in _onsets(rhythm)
+        ]
+        phrase_start = phrase_bars[0].start
+        phrase_end = phrase_bars[-1].start + phrase_bars[-1].length
+        onset, _, bar = slots[-1]
+        slots[-1] = (onset, phrase_end - onset, bar)  # the closing note fills the (longer) last bar
+        # Cadence goal: the tonic (authentic) or a dominant chord tone (half), nearest the melody.
+        goal_set = (0,) if phrase.cadence == "authentic" else (4, 1, 6)
+        goal = min(
+            (d for d in range(dlo, dhi + 1) if d % 7 in goal_set),
+            key=lambda d: (abs(d - prev), d % 7 != goal_set[0]),
+        )
+        start_deg = echo[0] if echo else prev
+        peak = min(dhi, max(start_deg, goal) + rng.choice((3, 4, 5, 6)))
+        peak_at = rng.uniform(0.45, 0.75)
+        degrees: list[int] = []
+        repeats = 0
+        for i, (onset, length, bar) in enumerate(slots):
+            p = (onset - phrase_start) / (phrase_end - phrase_start)
+            if p < peak_at:
+                target = start_deg + (peak - start_deg) * p / peak_at
+            else:
+                target = peak + (goal - peak) * (p - peak_at) / (1 - peak_at)
+            strong = (onset - bar.start) in meter.strong
+            remaining = len(slots) - i
+            if remaining == 1:
+                degree = goal
+            elif not events:
+                degree = prev  # the piece opens on a tonic-chord tone
+            elif remaining == 2:
+                # Re-aim the goal's octave from where the line is now, then approach it by step
+                # (or by a third from a chord tone when this note falls on a strong beat).
+                # A half cadence also leans toward the phrase's opening register, so the
+                # consequent that restates the opening doesn't have to leap back to it.
+                pull = 0.6 if phrase.cadence == "half" else 0.0
+                goal = min(
+                    (d for d in range(dlo, dhi + 1) if d % 7 == goal % 7),
+                    key=lambda d: (abs(d - prev) + pull * abs(d - start_deg), d),
+                )
+                near = [
+                    d for d in (goal + 1, goal - 1, goal + 2, goal - 2, goal - 3, goal + 4) if dlo <= d <= dhi
+                ]
+                if strong:
+                    near = [d for d in near if bar.chord.contains(d)] or [goal]
+                degree = min(near or [goal], key=lambda d: (abs(d - goal), abs(d - prev)))
+            elif i < len(echo):
+                degree = echo[i]
+            else:
+                degree = _next_degree(prev, prev_interval, bar.chord, strong, target, repeats, dlo, dhi, rng)
+            repeats = repeats + 1 if degree == prev else 0
+            prev_interval, prev = degree - prev, degree
+            degrees.append(degree)
+            # The leading tone is raised (minor) over V and where it resolves up to the final tonic.
+            leading = bar.chord.is_dominant or (remaining == 2 and phrase.cadence == "authentic")
+            pitch = key.midi(degree, tonic_midi, raise_seventh=leading)
+            events.append(_Event(onset, length, pitch, strong, 1 - abs(p - peak_at)))
+        if phrase.cadence == "half":
+            antecedent = (phrase, rhythms, degrees)
+    return events
+
+
+def _next_degree(
+    prev: int, prev_interval: int, harmony: Chord, strong: bool, target: float, repeats: int,
+    dlo: int, dhi: int, rng: random.Random,
+) -> int:  # fmt: skip
+    step_weight = {0: 0.3 if repeats == 0 else 0.03, 1: 1.0, 2: 0.65, 3: 0.3, 4: 0.22, 5: 0.1}
+    candidates, weights = [], []
+    for degree in range(max(dlo, prev - 5), min(dhi, prev + 5) + 1):
+        interval = degree - prev
+        w = step_weight[abs(interval)]
+        tone = harmony.contains(degree)
+        if strong:
+            w *= 3.0 if tone else 0.0  # strong beats carry chord tones
+        elif not tone and abs(interval) > 1:
+            w *= 0.1  # a non-chord tone is a passing or neighbour note: reached by step
+        if abs(prev_interval) >= 3 and (interval * prev_interval > 0 or abs(interval) > 2):
+            w *= 0.15  # after a leap, turn back by step
+        # Follow the phrase's arch: moving toward the contour target is favoured, far from it is not.
+        if interval != 0 and interval * (target - prev) > 0:
+            w *= 1.6
+        w *= math.exp(-0.3 * abs(target - degree))
+        if harmony.is_dominant and degree % 7 == 5:
+            w *= 0.1  # minor: b6 against the raised leading tone makes an augmented second
+        candidates.append(degree)
+        weights.append(w)
+    return rng.choices(candidates, weights=weights)[0]
+
+
+def _onsets(rhythm: tuple[float, ...]) -> list[tuple[float, float]]:
+    out, t = [], 0.0
+    for length in rhythm:
+        out.append((t, float(length)))
+        t += length
+    return out
+
+
+def _short_rhythm(beats: float) -> tuple[float, ...]:
+    if beats < 2:
+        return (beats,)
+    whole = int(beats)
+    return (*([1.0] * (whole - 1)), beats - (whole - 1))
+
+
+def _to_notes(events: list[_Event], seconds_per_beat: float, mood: str) -> list[ScoreNote]:
+    legato = MOOD_LEGATO.get(mood, 0.9)
+    base = MOOD_VELOCITY.get(mood, 80)
+    notes = []
+    for i, ev in enumerate(events):
+        start = ev.start * seconds_per_beat
+        slot = ev.length * seconds_per_beat
+        sounding = slot * legato if i < len(events) - 1 else slot  # the last note rings to the end
+        sounding = max(min(sounding, slot - 0.01), 0.05)
+        velocity = base + (8 if ev.strong else 0) + round(12 * (ev.accent - 0.5))
+        notes.append(ScoreNote(ev.pitch, start, start + sounding, max(30, min(120, velocity))))
+    return notes
