@@ -72,7 +72,8 @@ def test_cello_renders_lower_than_violin_and_bad_instructions_are_422(http: http
     med = {}
     for inst in ("violin", "cello"):
         job = http.post(
-            "/v1/jobs", json={"model": "jen1", "mode": "sync", "payload": {"instructions": f"render {inst}", "seed": 3}}
+            "/v1/jobs",
+            json={"model": "jen1", "mode": "sync", "payload": {"instructions": f"render {inst}", "seed": 3}},
         ).json()
         assert job["status"] == "succeeded", job.get("error")
         med[inst] = float(np.median(_voiced_hz(http.get(job["artifacts"][0]["url"]).content)[2]))
