@@ -146,6 +146,63 @@ def worker(
     proc.run_forever()
 
 
+SERVICE_PORTS = {"musicgen": 8001, "ollama": 8002, "diffsinger": 8003}
+
+
+@app.command()
+def serve(
+    engine: Annotated[str, typer.Argument(help="musicgen, diffsinger or ollama")],
+    model: Annotated[str | None, typer.Option(help="musicgen: hub id or local checkpoint folder")] = None,
+    voicebank: Annotated[Path | None, typer.Option(help="diffsinger: voicebank folder")] = None,
+    host: Annotated[str | None, typer.Option(help="address to bind")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port (musicgen 8001, ollama 8002, diffsinger 8003)")
+    ] = None,
+) -> None:
+    """Run one engine as a sync HTTP model service (POST /generate, /healthz, /readyz, /metrics, /info)."""
+    from harmonia.errors import HarmoniaError
+
+    if engine not in SERVICE_PORTS:
+        fail(f"unknown service {engine!r}; choose one of: {', '.join(SERVICE_PORTS)}", 2)
+    overrides: dict[str, Any] = {"host": host}
+    settings = load_settings(**overrides)
+    if voicebank is not None:
+        settings.diffsinger.voicebank = voicebank
+    check_bind(settings)
+    port = SERVICE_PORTS[engine] if port is None else port
+    try:
+        if engine == "ollama":
+            import uvicorn
+
+            from harmonia.llm_service import build_llm_app
+
+            uvicorn.run(
+                build_llm_app(settings), host=settings.host, port=port, log_level=settings.log_level.lower()
+            )
+        else:
+            from harmonia.service import serve_model
+
+            serve_model(engine, settings, host=settings.host, port=port, model=model)
+    except HarmoniaError as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+@app.command("make-tiny")
+def make_tiny(
+    engine: Annotated[str, typer.Argument(help="musicgen")],
+    path: Annotated[Path, typer.Argument(help="folder to write the checkpoint to")],
+) -> None:
+    """Write a tiny random-weight checkpoint with the real architecture (for offline trials and
+    tests): `harmonia make-tiny musicgen ./tiny && harmonia serve musicgen --model ./tiny`."""
+    if engine != "musicgen":
+        fail(f"make-tiny knows: musicgen (not {engine!r})", 2)
+    try:
+        from harmonia.engines.musicgen_tiny import make_tiny_musicgen
+    except ImportError as exc:
+        fail(f"needs the [musicgen] extra: {exc}", 2)
+    typer.echo(str(make_tiny_musicgen(path)))
+
+
 def _client(url: str, api_key: str | None) -> Any:
     from harmonia.client import HarmoniaClient
 

@@ -22,6 +22,14 @@ class MusicgenSettings(BaseModel):
     max_batch_size: int = Field(8, ge=1, le=256)
     max_wait_ms: float = Field(20.0, ge=0, le=10_000)
     max_duration_s: float = Field(120.0, gt=0)
+    quantize: Literal["none", "int8"] = Field(
+        "none", description="CPU: dynamic int8 decoder (faster, not exact)"
+    )
+    cuda_graphs: bool = True
+    window_s: float = Field(30.0, gt=1, le=40, description="longer audio is generated in windows")
+    overlap_s: float = Field(10.0, ge=0, description="context carried from one window to the next")
+    stream_chunk_s: float = Field(1.0, gt=0)
+    tick_every: int = Field(10, ge=1, description="decode steps between progress/cancel checks")
 
 
 class DiffsingerSettings(BaseModel):

@@ -31,3 +31,34 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
     if not isinstance(render_engine, RenderEngine):
         raise TypeError("the render model must be a RenderEngine")
     return Jen1Engine(render=render_engine)
+
+
+def _remote(name: str, url: str, settings: Settings, registry: Registry) -> Engine:
+    from harmonia.engines.remote import RemoteEngine
+
+    return RemoteEngine(name, url, registry.spec(name).schema(), timeout_s=settings.max_job_timeout_s)
+
+
+def musicgen(settings: Settings, registry: Registry) -> Engine:
+    if settings.musicgen_url:
+        return _remote("musicgen", settings.musicgen_url, settings, registry)
+    from harmonia.engines.musicgen import build_engine
+
+    return build_engine(settings)
+
+
+def diffsinger(settings: Settings, registry: Registry) -> Engine:
+    from harmonia.engines.diffsinger import DiffsingerEngine
+    from harmonia.errors import EngineUnavailable
+
+    if settings.diffsinger_url:
+        return _remote("diffsinger", settings.diffsinger_url, settings, registry)
+    if settings.diffsinger.voicebank is None:
+        raise EngineUnavailable("no voicebank configured: set HARMONIA_DIFFSINGER__VOICEBANK")
+    return DiffsingerEngine(settings.diffsinger.voicebank, device=settings.diffsinger.device)
+
+
+def ollama(settings: Settings, registry: Registry) -> Engine:
+    from harmonia.engines.prompt_tasks import build_ollama_engine
+
+    return build_ollama_engine(settings.ollama)

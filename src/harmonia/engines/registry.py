@@ -42,11 +42,18 @@ class ModelSpec:
     precheck: Callable[[Settings], str | None] | None = field(default=None, compare=False)
 
     def unavailable_reason(self, settings: Settings) -> str | None:
+        if self.service_url(settings):
+            return None  # served by a model service; nothing to load here
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
         if missing:
             hint = f"; install harmonia[{self.extra}]" if self.extra else ""
             return f"missing Python packages: {', '.join(missing)}{hint}"
         return self.precheck(settings) if self.precheck else None
+
+    def service_url(self, settings: Settings) -> str | None:
+        """The model service that serves this model, when one is configured (HARMONIA_<MODEL>_URL)."""
+        url = getattr(settings, f"{self.name}_url", None)
+        return url if isinstance(url, str) and url else None
 
     def schema(self) -> type[BaseModel]:
         model: type[BaseModel] = _import(self.input_model)

@@ -11,7 +11,6 @@ from typing import Any
 import redis
 import redis.asyncio
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from harmonia import __version__
@@ -20,6 +19,7 @@ from harmonia.engines.registry import Registry
 from harmonia.gateway.auth import Authenticator
 from harmonia.gateway.metrics import QueueDepthCollector
 from harmonia.jobs.queue import JobQueue
+from harmonia.jobs.runner import LeaseKeeper, Runner
 from harmonia.jobs.store import JobStore
 from harmonia.storage import ArtifactStore, build_store
 from harmonia.web import BodySizeLimit, install_error_handlers
@@ -40,6 +40,8 @@ class GatewayState:
     submitted: Counter
     requests: Counter
     latency: Histogram
+    runner: Runner
+    leases: LeaseKeeper
 
 
 def create_app(
@@ -52,22 +54,27 @@ def create_app(
 ) -> FastAPI:
     """The gateway app. `client` / `aclient` are sync and async connections to the same Redis."""
     from harmonia.gateway.routes import artifacts as artifact_routes
-    from harmonia.gateway.routes import health, jobs, models
+    from harmonia.gateway.routes import console, health, jobs, models
 
     registry = registry or Registry(settings)
     queues = sorted({spec.queue for spec in registry.specs.values()})
     metrics = CollectorRegistry()
+    store = JobStore(
+        client,
+        events_maxlen=settings.events_maxlen,
+        result_ttl_s=settings.result_ttl_s,
+        lease_s=settings.lease_s,
+    )
+    queue = JobQueue(settings, client, queues)
+    artifacts = artifacts or build_store(settings)
+    # sync jobs for a model with a service URL are run here, directly against that service
+    leases = LeaseKeeper(store, interval_s=max(settings.lease_s / 3, 0.2))
     state = GatewayState(
         settings=settings,
-        store=JobStore(
-            client,
-            events_maxlen=settings.events_maxlen,
-            result_ttl_s=settings.result_ttl_s,
-            lease_s=settings.lease_s,
-        ),
-        queue=JobQueue(settings, client, queues),
+        store=store,
+        queue=queue,
         registry=registry,
-        artifacts=artifacts or build_store(settings),
+        artifacts=artifacts,
         auth=Authenticator(settings),
         aredis=aclient,
         metrics=metrics,
@@ -82,6 +89,8 @@ def create_app(
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
             registry=metrics,
         ),
+        runner=Runner(settings, store, queue, registry, artifacts, leases),
+        leases=leases,
     )
     metrics.register(QueueDepthCollector(client, queues))
 
@@ -118,9 +127,6 @@ def create_app(
     app.include_router(artifact_routes.router)
     app.include_router(models.router)
     app.include_router(health.router)
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    app.include_router(console.router)
 
     return app

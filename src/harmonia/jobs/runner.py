@@ -279,8 +279,19 @@ class Runner:
 
     def _retry_or_fail(self, ctx: JobContext, exc: RetryableError) -> None:
         message = CurrentMessage.get_current_message()
-        retries = int(message.options.get("retries", 0)) if message is not None else self.settings.max_retries
         error = JobError(code=exc.code, message=str(exc), retryable=True).model_dump()
+        if message is None:
+            # run directly (the gateway's sync path), not from a queue: hand it to the queue, whose
+            # workers retry it with backoff
+            outcome, _ = self.store.transition(
+                ctx.job_id, JobState.queued, claim=ctx.claim, fields={"error": error},
+                event={"reason": f"queued for retry after: {exc}", "retry": 1},
+            )  # fmt: skip
+            job = self.store.get(ctx.job_id)
+            if outcome == "ok" and job is not None:
+                self.queue.send(job.queue, job.id, job.timeout_s, delay_ms=self.settings.min_backoff_ms)
+            return
+        retries = int(message.options.get("retries", 0))
         if retries < self.settings.max_retries:
             outcome, _ = self.store.transition(
                 ctx.job_id,

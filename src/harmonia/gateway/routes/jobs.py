@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -20,6 +22,7 @@ from harmonia.web import ApiError
 from harmonia.webhooks import check_webhook_url
 
 router = APIRouter(tags=["jobs"])
+log = logging.getLogger(__name__)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
@@ -48,7 +51,11 @@ def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) 
     )
     request_hash = hashlib.sha256(req.model_dump_json().encode()).hexdigest() if idem else ""
     job, created = state.store.create(job, idem, request_hash)
-    if created:
+    if created and req.mode == "sync" and spec.service_url(settings):
+        threading.Thread(
+            target=_run_direct, args=(state, job.id), name=f"direct-{job.id}", daemon=True
+        ).start()
+    elif created:
         try:
             state.queue.send(spec.queue, job.id, job.timeout_s)
         except DependencyDown:
@@ -60,6 +67,15 @@ def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) 
             raise
         state.submitted.labels(req.model, req.mode).inc()
     return job, created
+
+
+def _run_direct(state: GatewayState, job_id: str) -> None:
+    """A sync job for a model with a service URL: run it here against the service (no queue hop).
+    If this process dies, the job's lease lapses and the reaper hands it to the queue."""
+    try:
+        state.runner.run(job_id)
+    except HarmoniaError:
+        log.exception("direct run of job %s failed", job_id)
 
 
 async def submit(

@@ -1,0 +1,115 @@
+"""Checkpoint I/O for MusicGen: resolve the model reference, device and dtype, load, optionally quantize.
+
+All file and hub access of the MusicGen engine is here; the engine itself only sees a loaded model.
+A reference is a local directory (written by `save_pretrained`) or a hub id such as
+`facebook/musicgen-small` (downloaded and cached by transformers where there is internet).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harmonia.errors import EngineUnavailable
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SUPPORTED_TYPES = ("musicgen",)
+
+
+def check_model_ref(ref: str) -> str:
+    """Cheap check before anything loads: 'local' for a MusicGen directory, 'hub' for a hub id.
+
+    Raises EngineUnavailable with one clear line for a missing path or a directory that is not a
+    MusicGen checkpoint.
+    """
+    path = Path(ref).expanduser()
+    if path.exists():
+        cfg = path / "config.json"
+        if not path.is_dir() or not cfg.is_file():
+            raise EngineUnavailable(f"model path {ref} is not a MusicGen checkpoint (no config.json)")
+        try:
+            model_type = json.loads(cfg.read_text()).get("model_type")
+        except (OSError, ValueError) as exc:
+            raise EngineUnavailable(f"model path {ref}: unreadable config.json ({exc})") from exc
+        if model_type not in SUPPORTED_TYPES:
+            raise EngineUnavailable(f"model path {ref} is a {model_type!r} checkpoint, not MusicGen")
+        return "local"
+    if _HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
+        return "hub"
+    raise EngineUnavailable(f"model path {ref} does not exist")
+
+
+def resolve_device(device: str) -> Any:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EngineUnavailable("device 'cuda' was asked for but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: Any) -> Any:
+    """`auto`: bfloat16 on CUDA where supported (else float16), float32 on CPU."""
+    import torch
+
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+@dataclass
+class Loaded:
+    model: Any  # MusicgenForConditionalGeneration
+    processor: Any  # MusicgenProcessor
+    device: Any
+    dtype: Any
+
+
+def load_musicgen(ref: str, *, device: str = "auto", dtype: str = "auto", quantize: str = "none") -> Loaded:
+    """Load model and processor. Only the decoder runs in the reduced dtype: the T5 encoder and
+    EnCodec are small and stay float32 (T5 overflows in float16; the codec's LSTM and convolutions
+    lose audible quality in bfloat16).
+
+    `quantize="int8"` applies dynamic int8 quantization to the decoder's Linear layers (CPU only):
+    several times faster than float32 on CPU, but the tokens are no longer those of the float model.
+    """
+    import torch
+
+    check_model_ref(ref)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if quantize not in ("none", "int8"):
+        raise EngineUnavailable(f"unknown quantize mode {quantize!r}; expected 'none' or 'int8'")
+    if quantize == "int8" and dev.type != "cpu":
+        raise EngineUnavailable("quantize='int8' is a CPU option; use bfloat16/float16 on CUDA")
+    try:
+        from transformers import AutoProcessor, MusicgenForConditionalGeneration
+    except ImportError as exc:  # the [musicgen] extra is not installed
+        raise EngineUnavailable(
+            f"MusicGen needs transformers and torch (install harmonia[musicgen]): {exc}"
+        ) from exc
+    try:
+        model = MusicgenForConditionalGeneration.from_pretrained(ref, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(ref)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineUnavailable(f"cannot load MusicGen from {ref}: {first}") from exc
+    model.eval()
+    model.to(dev)
+    if dt != torch.float32:
+        model.decoder.to(dt)
+    if quantize == "int8":
+        from torch.ao.quantization import quantize_dynamic
+
+        quantize_dynamic(model.decoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    log.info("loaded MusicGen %s on %s (%s, quantize=%s)", ref, dev, dt, quantize)
+    return Loaded(model=model, processor=processor, device=dev, dtype=dt)
