@@ -59,7 +59,11 @@ def test_worker_runs_musicgen_from_a_local_checkpoint(settings: Settings, tiny: 
             assert r.status_code == 422 and r.json()["error"]["field"] == "payload.text"
             job = http.post(
                 "/v1/jobs",
-                json={"model": "musicgen", "mode": "sync", "payload": {"text": "solo piano", "duration_s": 1.0}},
+                json={
+                    "model": "musicgen",
+                    "mode": "sync",
+                    "payload": {"text": "solo piano", "duration_s": 1.0},
+                },
             ).json()
             assert job["status"] == "succeeded", job.get("error")
             audio = _audio(http, job)
@@ -73,7 +77,8 @@ def test_sync_jobs_go_straight_to_the_service(settings: Settings, service_url: s
     # no worker is running: a 200 proves the gateway called the service itself
     with ServerThread(make_gateway(settings)) as gw, httpx.Client(base_url=gw.url, timeout=120) as http:
         job = http.post(
-            "/v1/jobs", json={"model": "musicgen", "mode": "sync", "payload": {"text": "violin", "duration_s": 1}}
+            "/v1/jobs",
+            json={"model": "musicgen", "mode": "sync", "payload": {"text": "violin", "duration_s": 1}},
         ).json()
         assert job["status"] == "succeeded", job.get("error")
         assert job["result"]["served_by"] == service_url and job["attempts"] == 1
@@ -85,8 +90,12 @@ def test_async_jobs_are_forwarded_by_the_worker(settings: Settings, service_url:
     proc = _worker(settings)
     try:
         with ServerThread(make_gateway(settings)) as gw, httpx.Client(base_url=gw.url, timeout=120) as http:
-            job = http.post("/job", json={"model": "musicgen", "payload": {"text": "drums", "duration_s": 0.5}}).json()
-            final = wait_for(lambda: (j := http.get(f"/job/{job['id']}").json())["status"] == "succeeded" and j, 120)
+            job = http.post(
+                "/job", json={"model": "musicgen", "payload": {"text": "drums", "duration_s": 0.5}}
+            ).json()
+            final = wait_for(
+                lambda: (j := http.get(f"/job/{job['id']}").json())["status"] == "succeeded" and j, 120
+            )
             assert final["result"]["served_by"] == service_url
     finally:
         proc.stop()
@@ -98,8 +107,12 @@ def test_service_down_retries_then_fails_with_the_reason(settings: Settings) -> 
     proc = _worker(settings)
     try:
         with ServerThread(make_gateway(settings)) as gw, httpx.Client(base_url=gw.url, timeout=60) as http:
-            job = http.post("/v1/jobs", json={"model": "musicgen", "payload": {"text": "x", "duration_s": 1}}).json()
-            final = wait_for(lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["status"] == "failed" and j, 60)
+            job = http.post(
+                "/v1/jobs", json={"model": "musicgen", "payload": {"text": "x", "duration_s": 1}}
+            ).json()
+            final = wait_for(
+                lambda: (j := http.get(f"/v1/jobs/{job['id']}").json())["status"] == "failed" and j, 60
+            )
             assert final["attempts"] == 2 and "unreachable" in final["error"]["message"]
             assert settings.musicgen_url in final["error"]["message"]
     finally:
