@@ -289,3 +289,20 @@ def test_concurrent_sync_requests(http: httpx.Client) -> None:
     for t in threads:
         t.join()
     assert results == [200] * 20
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(settings: Settings) -> None:
+    from pydantic import SecretStr
+
+    settings.api_keys = [SecretStr("key-a"), SecretStr("key-b")]
+    settings.rate_limit = "3/minute"
+    with ServerThread(make_gateway(settings)) as gw:
+        a = httpx.Client(base_url=gw.url, headers={"Authorization": "Bearer key-a"})
+        b = httpx.Client(base_url=gw.url, headers={"Authorization": "Bearer key-b"})
+        codes = [a.post("/v1/jobs", json={"model": "noop", "payload": {}}).status_code for _ in range(4)]
+        assert codes == [202, 202, 202, 429]
+        r = a.post("/job", json={"model": "noop", "payload": {}})
+        assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
+        assert r.json()["error"]["code"] == "rate_limited"
+        assert b.post("/v1/jobs", json={"model": "noop", "payload": {}}).status_code == 202  # per key
+        assert a.get("/v1/jobs").status_code == 200  # reads are not limited

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     sync_timeout_s: float = Field(30.0, ge=0, le=3600)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_sync_waiters: int = Field(256, ge=1)
+    rate_limit: str | None = Field(
+        None, description="job submissions per API key, e.g. '120/minute' (limits syntax); unset = none"
+    )
 
     webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhook bodies")
     webhook_allow_private: bool = Field(False, description="allow webhooks to loopback/private addresses")
@@ -106,6 +109,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str | None) -> str | None:
+        if value:
+            from limits import parse
+
+            parse(value)  # ValueError -> a clear settings error at start
+        return value or None
 
     @field_validator("queues", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from harmonia.config import Settings
 from harmonia.engines.registry import Registry
 from harmonia.gateway.auth import Authenticator
 from harmonia.gateway.metrics import QueueDepthCollector
+from harmonia.gateway.ratelimit import RateLimiter
 from harmonia.jobs.queue import JobQueue
 from harmonia.jobs.runner import LeaseKeeper, Runner
 from harmonia.jobs.store import JobStore
@@ -42,6 +43,7 @@ class GatewayState:
     latency: Histogram
     runner: Runner
     leases: LeaseKeeper
+    rate_limiter: RateLimiter | None = None
 
 
 def create_app(
@@ -91,6 +93,9 @@ def create_app(
         ),
         runner=Runner(settings, store, queue, registry, artifacts, leases),
         leases=leases,
+        rate_limiter=RateLimiter(settings.rate_limit, settings.redis_url)
+        if settings.rate_limit and settings.redis_url
+        else None,
     )
     metrics.register(QueueDepthCollector(client, queues))
 

@@ -28,6 +28,8 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 
 
 def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) -> tuple[Job, bool]:
+    if state.rate_limiter is not None:
+        state.rate_limiter.check(owner)
     spec = state.registry.spec(req.model)
     payload = state.registry.validate(req.model, req.payload)
     settings = state.settings
