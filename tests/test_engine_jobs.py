@@ -62,3 +62,21 @@ def test_diffsinger_job_runs_through_a_worker(settings: Settings, tmp_path: Path
             assert final["status"] == "failed" and "xyzzy" in final["error"]["message"]
     finally:
         proc.stop()
+
+
+def test_ollama_availability_follows_the_daemon(settings: Settings) -> None:
+    from fake_ollama import FakeOllama
+
+    from harmonia.engines.registry import Registry
+    from helpers import free_port
+
+    settings.ollama.url = f"http://127.0.0.1:{free_port()}"
+    down = {m["name"]: m for m in Registry(settings).describe()}["ollama"]
+    assert down["available"] is False and settings.ollama.url in down["reason"]
+    with FakeOllama(models=("llama3.2:latest",)) as fake:
+        settings.ollama.url = fake.url
+        up = {m["name"]: m for m in Registry(settings).describe()}["ollama"]
+        assert up["available"] is True and up["reason"] is None
+        settings.ollama.model = "not-pulled"
+        missing = {m["name"]: m for m in Registry(settings).describe()}["ollama"]
+        assert missing["available"] is False and "ollama pull not-pulled" in missing["reason"]

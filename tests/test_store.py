@@ -61,6 +61,7 @@ def test_claim_run_succeed_and_finished_never_changes(store: JobStore) -> None:
     done = store.get(job.id)
     assert done is not None and done.status == JobState.succeeded and done.result == {"ok": True}
     assert done.finished_at is not None and done.progress.fraction == 0.5
+    assert done.started_at is not None and done.created_at <= done.started_at <= done.finished_at
     for target in JobState:
         assert store.transition(job.id, target, fields={"result": {"ok": False}})[0] == "refused"
     assert store.claim(job.id)[0] == "finished"

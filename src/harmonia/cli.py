@@ -203,6 +203,72 @@ def make_tiny(
     typer.echo(str(make_tiny_musicgen(path)))
 
 
+@app.command()
+def compose(
+    instructions: Annotated[str, typer.Argument(help='what to make, e.g. "lo-fi beat with piano"')],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the mix: .wav or .flac")] = Path("jen1.wav"),
+    duration: Annotated[float | None, typer.Option("--duration", "-d", help="seconds")] = None,
+    tempo: Annotated[float | None, typer.Option("--tempo", help="beats per minute")] = None,
+    key: Annotated[str | None, typer.Option("--key", help='e.g. "D minor"')] = None,
+    instrument: Annotated[list[str] | None, typer.Option("--instrument", "-i", help="repeatable")] = None,
+    genre: Annotated[str | None, typer.Option("--genre")] = None,
+    mood: Annotated[str | None, typer.Option("--mood")] = None,
+    lyrics: Annotated[Path | None, typer.Option("--lyrics", help="a text file of lyric lines")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="auto | render | musicgen")] = "auto",
+    stems: Annotated[bool, typer.Option("--stems", help="also write each part next to the mix")] = False,
+) -> None:
+    """Compose locally (no server): plan, arrange, render and master, with a progress bar. Writes the
+    mix to OUTPUT and plan.json / arrangement.mid (and stems) beside it."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harmonia.engines.base import LocalContext
+    from harmonia.engines.registry import Registry
+    from harmonia.errors import HarmoniaError
+
+    fmt = output.suffix.lower().lstrip(".")
+    if fmt not in ("wav", "flac"):
+        fail(f"--output must end in .wav or .flac (got {output.name!r})", 2)
+    payload: dict[str, Any] = {
+        "instructions": instructions, "duration_s": duration, "tempo_bpm": tempo, "key": key,
+        "instruments": instrument or None, "genre": genre, "mood": mood, "seed": seed, "engine": engine,
+        "output": fmt, "stems": stems,
+    }  # fmt: skip
+    if lyrics is not None:
+        try:
+            payload["lyrics"] = lyrics.read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read {lyrics}: {exc}", 2)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    settings = load_settings()
+    try:
+        registry = Registry(settings)
+        request = registry.validate("jen1", payload)
+        jen1 = registry.engine("jen1")
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+        ) as bar:  # fmt: skip
+            task = bar.add_task("plan", total=1.0)
+            ctx = LocalContext(on_progress=lambda f, m: bar.update(task, completed=f, description=m or "…"))
+            result = jen1.run(request, ctx)
+    except HarmoniaError as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for artifact in result.artifacts:
+        if artifact.name == f"mix.{fmt}":
+            output.write_bytes(artifact.data)
+        elif artifact.name in ("plan.json", "arrangement.mid") or artifact.name.startswith("stem-"):
+            (output.parent / f"{output.stem}.{artifact.name}").write_bytes(artifact.data)
+    out = result.output
+    typer.echo(
+        f"wrote {output}: {out['duration_s']:.1f} s, {out['tempo_bpm']:g} bpm, {out['key']}, "
+        f"{out['loudness_lufs']:.1f} LUFS, peak {out['peak_dbfs']:.1f} dBFS (planner: {out['planner']})"
+    )
+    for note in out.get("decisions", []):
+        typer.echo(f"  - {note}")
+
+
 def _client(url: str, api_key: str | None) -> Any:
     from harmonia.client import HarmoniaClient
 
@@ -357,6 +423,34 @@ def models(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
         for m in _api_call(hc.models):
             state = "available" if m["available"] else f"unavailable: {m['reason']}"
             typer.echo(f"{m['name']:<12} queue={m['queue']:<10} {state}")
+
+
+legacy_app = typer.Typer(
+    no_args_is_help=True, help="The old script entry points, kept working (MIGRATION.md)."
+)
+app.add_typer(legacy_app, name="legacy")
+
+
+@legacy_app.command("generate-musicgen")
+def legacy_generate_musicgen(
+    instrument: Annotated[str, typer.Option(help="the instrument to feature, e.g. violin")],
+    duration: Annotated[float, typer.Option(help="seconds of audio")] = 5.0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="where to save the WAV")] = Path(
+        "output.wav"
+    ),
+    prompt: Annotated[str | None, typer.Option(help="more description for the text prompt")] = None,
+    seed: Annotated[int | None, typer.Option(help="same seed, same audio")] = None,
+    url: UrlOpt = DEFAULT_URL,
+    api_key: KeyOpt = None,
+) -> None:
+    """`scripts/generate_musicgen_audio.py --instrument X --duration N`, now a `musicgen` job."""
+    text = f"a piece played on {instrument}" + (f", {prompt}" if prompt else "")
+    payload: dict[str, Any] = {"text": text, "duration_s": duration}
+    if seed is not None:
+        payload["seed"] = seed
+    with _client(url, api_key) as hc:
+        job = _api_call(hc.submit, "musicgen", payload)
+        _follow_and_save(hc, job, output)
 
 
 def main() -> None:

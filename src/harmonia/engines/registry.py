@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from harmonia.errors import EngineUnavailable, InvalidInput
 if TYPE_CHECKING:
     from harmonia.engines.base import Engine
 
+PROBE_TTL_S = 10.0
 Factory = Callable[[Settings, "Registry"], "Engine"]
 
 
@@ -40,6 +42,8 @@ class ModelSpec:
     requires: tuple[str, ...] = ()  # importable modules the engine needs (its extra)
     extra: str | None = None
     precheck: Callable[[Settings], str | None] | None = field(default=None, compare=False)
+    # a live check of a dependency (a daemon) for GET /v1/models; cached briefly by the registry
+    probe: Callable[[Settings], str | None] | None = field(default=None, compare=False)
 
     def unavailable_reason(self, settings: Settings) -> str | None:
         if self.service_url(settings):
@@ -65,6 +69,20 @@ def _diffsinger_precheck(settings: Settings) -> str | None:
         return "no voicebank configured: set HARMONIA_DIFFSINGER__VOICEBANK to a DiffSinger voicebank folder"
     if not settings.diffsinger.voicebank.is_dir():
         return f"voicebank folder {settings.diffsinger.voicebank} does not exist"
+    return None
+
+
+def _ollama_probe(settings: Settings) -> str | None:
+    """Is the LLM server up and does it have the model? (short timeouts: this answers a listing)"""
+    from harmonia.engines.llm import build_llm_client
+    from harmonia.errors import HarmoniaError
+
+    quick = settings.ollama.model_copy(update={"timeout_s": 2.0})
+    try:
+        with build_llm_client(quick) as client:
+            client.check_ready()
+    except HarmoniaError as exc:
+        return str(exc).splitlines()[0]
     return None
 
 
@@ -108,6 +126,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "LLM helper tasks (prompt enhancement, song plans, lyrics) via Ollama or an OpenAI-compatible API",
         "harmonia.engines.prompt_tasks:OllamaPayload",
         "harmonia.engines.factories:ollama",
+        probe=_ollama_probe,
     ),
     ModelSpec(
         "noop",
@@ -127,6 +146,7 @@ class Registry:
         self.specs = {s.name: s for s in specs}
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
+        self._probes: dict[str, tuple[float, str | None]] = {}
 
     def spec(self, name: str) -> ModelSpec:
         spec = self.specs.get(name)
@@ -172,10 +192,22 @@ class Registry:
         with self._lock:
             return dict(self._engines)
 
+    def _probe(self, spec: ModelSpec) -> str | None:
+        if spec.probe is None or spec.service_url(self.settings):
+            return None
+        now = time.monotonic()
+        cached = self._probes.get(spec.name)
+        if cached is not None and now - cached[0] < PROBE_TTL_S:
+            return cached[1]
+        reason = spec.probe(self.settings)
+        self._probes[spec.name] = (now, reason)
+        return reason
+
     def describe(self) -> list[dict[str, Any]]:
+        """Every model with its availability; a live probe (e.g. the Ollama daemon) counts too."""
         out = []
         for spec in self.specs.values():
-            reason = spec.unavailable_reason(self.settings)
+            reason = spec.unavailable_reason(self.settings) or self._probe(spec)
             entry: dict[str, Any] = {
                 "name": spec.name,
                 "queue": spec.queue,

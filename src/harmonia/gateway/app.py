@@ -10,8 +10,9 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harmonia import __version__
 from harmonia.config import Settings
@@ -26,6 +27,29 @@ from harmonia.storage import ArtifactStore, build_store
 from harmonia.web import BodySizeLimit, install_error_handlers
 
 log = logging.getLogger(__name__)
+
+
+class ObserveRequests:
+    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): request count and time to headers
+    per route template."""
+
+    def __init__(self, app: ASGIApp, latency: Histogram, requests: Counter) -> None:
+        self.app, self.latency, self.requests = app, latency, requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def observed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                path = getattr(scope.get("route"), "path", "unmatched")
+                self.latency.labels(path).observe(time.perf_counter() - started)
+                self.requests.labels(scope["method"], path, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, observed)
 
 
 @dataclass
@@ -117,17 +141,8 @@ def create_app(
     app.state.gw = state
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        state.latency.labels(path).observe(time.perf_counter() - started)
-        state.requests.labels(request.method, path, str(response.status_code)).inc()
-        return response
-
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ObserveRequests, latency=state.latency, requests=state.requests)
     app.include_router(jobs.router)
     app.include_router(artifact_routes.router)
     app.include_router(models.router)

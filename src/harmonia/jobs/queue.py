@@ -1,7 +1,8 @@
 """The Dramatiq Redis broker and one `run_job` actor per queue. Messages carry only the job id.
 
 KEDA scales workers on `LLEN dramatiq:<queue>`; running messages sit in Dramatiq's per-worker ack
-sets instead, which is why workers also keep `harmonia:inflight:<queue>` (see worker.py).
+sets instead, so scale-down relies on workers finishing running jobs on SIGTERM within the pod's
+termination grace period (deploy/k8s/README.md).
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ class _BellConsumer(_RedisConsumer):  # type: ignore[misc]
         self.idle_s = max(idle_ms / 1000, 0.01)
 
     def __next__(self):  # type: ignore[no-untyped-def]
+        # Wait on the bell only when a fetch came back empty (the queue is idle). With the
+        # prefetch window full, super() returns None without fetching; waiting then would stall a
+        # busy queue for up to idle_s per message.
+        could_fetch = not self.message_cache and self.outstanding_message_count < self.prefetch
         message = super().__next__()
-        if message is None and self.outstanding_message_count < self.prefetch:
+        if message is None and could_fetch:
             try:
                 self.broker.client.blpop([self.bell], timeout=self.idle_s)
             except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -253,7 +253,7 @@ class Runner:
         except (JobTimedOut, TimeLimitExceeded):
             self._fail(ctx, "timeout", f"time limit of {ctx.timeout_s:g} s reached")
             return
-        except RetryableError as exc:
+        except (RetryableError, DependencyDown) as exc:  # a dependency hiccup: retry with backoff
             self._retry_or_fail(ctx, exc)
             return
         except (EngineError, EngineUnavailable, InvalidInput) as exc:
@@ -277,7 +277,7 @@ class Runner:
         else:
             self._notify(job_id)
 
-    def _retry_or_fail(self, ctx: JobContext, exc: RetryableError) -> None:
+    def _retry_or_fail(self, ctx: JobContext, exc: RetryableError | DependencyDown) -> None:
         message = CurrentMessage.get_current_message()
         error = JobError(code=exc.code, message=str(exc), retryable=True).model_dump()
         if message is None:
@@ -301,7 +301,8 @@ class Runner:
                 event={"reason": f"retrying after: {exc}", "retry": retries + 1},
             )
             if outcome == "ok":
-                raise exc  # Dramatiq's Retries middleware re-enqueues it with backoff
+                # Dramatiq's Retries middleware re-enqueues it with backoff (it retries RetryableError)
+                raise exc if isinstance(exc, RetryableError) else RetryableError(str(exc)) from exc
             return
         self._fail(ctx, exc.code, f"{exc} (gave up after {retries + 1} attempts)", retryable=True)
         raise RetriesExhausted(str(exc)) from exc

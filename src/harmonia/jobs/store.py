@@ -41,7 +41,7 @@ if KEYS[4] ~= '' then
     return {'existing', existing[1], existing[2]}
   end
 end
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', KEYS[1], 'id'))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'event', 'state', 'data', ARGV[5])
 if KEYS[4] ~= '' then
@@ -99,9 +99,8 @@ local attempts = tonumber(f[4] or '0') + 1
 redis.call('HSET', KEYS[1], 'status', 'running', 'claim', ARGV[1], 'lease_until', now_ms + tonumber(ARGV[2]),
   'attempts', attempts, 'updated_at', ARGV[3])
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[2]), ARGV[5])
-if redis.call('HEXISTS', KEYS[1], 'started_at') == 0 then
-  redis.call('HSET', KEYS[1], 'started_at', ARGV[3])
-end
+local started = redis.call('HGET', KEYS[1], 'started_at')
+if not started or started == '' then redis.call('HSET', KEYS[1], 'started_at', ARGV[3]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', 'state',
   'data', '{"status":"running","attempt":' .. attempts .. '}')
 return {'claimed', status, tostring(attempts)}
