@@ -80,3 +80,44 @@ def test_ollama_availability_follows_the_daemon(settings: Settings) -> None:
         settings.ollama.model = "not-pulled"
         missing = {m["name"]: m for m in Registry(settings).describe()}["ollama"]
         assert missing["available"] is False and "ollama pull not-pulled" in missing["reason"]
+
+
+def test_ollama_job_runs_through_a_worker(settings: Settings) -> None:
+    import json
+
+    from fake_ollama import FakeOllama
+
+    answer = {
+        "prompt": "melancholic solo piano, slow, soft reverb",
+        "genre": "classical",
+        "instruments": ["piano"],
+        "tempo_bpm": 66,
+        "mood": "sad",
+        "production": "intimate",
+    }
+    with FakeOllama(models=("llama3.2:latest",)) as fake:
+        settings.ollama.url = fake.url
+        fake.push(json.dumps(answer))
+        proc = WorkerProcess(settings, connect(settings.redis_url or ""), ["ollama"])
+        proc.start()
+        try:
+            with (
+                ServerThread(make_gateway(settings)) as gw,
+                httpx.Client(base_url=gw.url, timeout=60) as http,
+            ):
+                job = http.post(
+                    "/v1/jobs",
+                    json={
+                        "model": "ollama",
+                        "mode": "sync",
+                        "payload": {"task": "enhance_prompt", "idea": "sad piano"},
+                    },
+                ).json()
+                assert job["status"] == "succeeded", job.get("error")
+                assert job["result"]["result"]["prompt"] == answer["prompt"]
+                assert job["result"]["result"]["tempo_bpm"] == 66
+                assert http.get(job["artifacts"][0]["url"]).json()["prompt"] == answer["prompt"]
+                bad = http.post("/v1/jobs", json={"model": "ollama", "payload": {"task": "sing"}})
+                assert bad.status_code == 422 and bad.json()["error"]["field"].startswith("payload")
+        finally:
+            proc.stop()
