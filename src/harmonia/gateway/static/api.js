@@ -62,7 +62,7 @@ async function errorFrom(response) {
   const err = body && body.error ? body.error : {};
   const retry = response.headers.get("Retry-After");
   let message = describe(response.status, err.message || "");
-  if (response.status === 429 && retry) message += ` Try again in ${retry} s.`;
+  if (response.status === 429 && retry && !/retry/i.test(message)) message += ` Try again in ${retry} s.`;
   return new ApiError(response.status, err.code || "http_error", message, err.field || null, retry);
 }
 

@@ -132,7 +132,9 @@ function clearErrors() {
 }
 
 /** Put a 422 (or a client-side FieldError) next to its field; false when no field matches. */
-function showFieldError(field, message) {
+function showFieldError(field, fullMessage) {
+  // next to the field, its name and the "Invalid input" lead are already obvious
+  const message = fullMessage.replace(/^Invalid input: /, "").replace(`${field}: `, "");
   if (state.form?.showError(field, message)) {
     const name = field.split(".")[1] || "payload";
     state.form.focus(name);
@@ -157,7 +159,8 @@ $("job-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors();
   const status = $("submit-status");
-  const mode = new FormData($("job-form")).get("mode");
+  // read from the fieldset, not the form: a model may have a payload field called "mode"
+  const mode = document.querySelector("fieldset.mode input:checked").value;
   let body;
   try {
     body = { model: $("model").value, mode, payload: state.form.collect() };
@@ -217,7 +220,6 @@ async function openJob(id, { quiet = false } = {}) {
   }
 }
 
-$("job-title").tabIndex = -1; // focus target after opening a job, not a tab stop
 $("open-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const id = $("open-id").value.trim();
@@ -233,6 +235,15 @@ function reloadAll() {
   jobList.reset();
 }
 
+function linkedJob() {
+  return new URLSearchParams(location.hash.slice(1)).get("job");
+}
+
+// a pasted or edited #job=<id> link opens that job (replaceState above does not fire this)
+window.addEventListener("hashchange", () => {
+  const id = linkedJob();
+  if (id && id !== jobView.job?.id) openJob(id, { quiet: true });
+});
+
 reloadAll();
-const linked = new URLSearchParams(location.hash.slice(1)).get("job");
-if (linked) openJob(linked, { quiet: true });
+if (linkedJob()) openJob(linkedJob(), { quiet: true });

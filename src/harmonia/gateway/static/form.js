@@ -36,21 +36,30 @@ function kindOf(prop) {
   return "json";
 }
 
+const capital = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+
 function labelFor(name, prop) {
   const title = prop.title || name.replace(/_/g, " ");
   const unit = /_s$/.test(name) ? " (s)" : /_bpm$/.test(name) ? " (BPM)" : "";
   return title.replace(/ S$| Bpm$/, "") + unit;
 }
 
+// JSON numbers past 2^53 arrive rounded; say "about" rather than print a wrong exact number
+function bound(n) {
+  if (n === undefined) return "…";
+  return Math.abs(n) > Number.MAX_SAFE_INTEGER ? `about ${n.toExponential(2)}` : String(n);
+}
+
 function hintFor(prop, kind, required) {
   const parts = [];
   if (prop.description) parts.push(prop.description.split("\n")[0]);
   if (prop.minimum !== undefined || prop.maximum !== undefined) {
-    parts.push(`${prop.minimum ?? prop.exclusiveMinimum ?? "…"} to ${prop.maximum ?? "…"}`);
+    parts.push(`${bound(prop.minimum ?? prop.exclusiveMinimum)} to ${bound(prop.maximum)}`);
   }
   if (kind === "list") parts.push("comma-separated");
   if (kind === "json") parts.push("JSON");
-  if (prop.default !== undefined && prop.default !== null && kind !== "boolean") {
+  if (kind === "tag") parts.push("the fields below depend on it");
+  if (prop.default !== undefined && prop.default !== null && kind !== "boolean" && kind !== "enum") {
     parts.push(`default ${JSON.stringify(prop.default)}`);
   }
   if (required) parts.push("required");
@@ -60,6 +69,11 @@ function hintFor(prop, kind, required) {
 function control(id, name, prop, kind) {
   const examples = Array.isArray(prop.examples) ? prop.examples : [];
   switch (kind) {
+    case "tag": {
+      const select = el("select", { id, name });
+      for (const v of prop.enum) select.append(el("option", { value: v }, String(v)));
+      return select;
+    }
     case "enum": {
       const select = el("select", { id, name });
       select.append(el("option", { value: "" }, prop.default !== undefined ? `default (${prop.default})` : "—"));
@@ -95,38 +109,81 @@ function control(id, name, prop, kind) {
   }
 }
 
+/** For a discriminated union (pydantic's tagged `A | B`): {tag, variants: [[value, schema]]}. */
+function taggedUnion(schema) {
+  const tag = schema && schema.discriminator && schema.discriminator.propertyName;
+  if (!tag || !Array.isArray(schema.oneOf)) return null;
+  const defs = schema.$defs || {};
+  const variants = [];
+  for (const branch of schema.oneOf) {
+    const resolved = branch.$ref ? defs[branch.$ref.split("/").pop()] : branch;
+    const value = resolved && resolved.properties && resolved.properties[tag] && resolved.properties[tag].const;
+    if (value === undefined) return null;
+    variants.push([value, resolved]);
+  }
+  return { tag, variants };
+}
+
 /**
  * Build the fields for `schema` into `primary` (the common ones) and `advanced` (the rest).
- * Returns {collect(), showError(field, message), clearErrors(), focusFirst()}.
+ * Returns {collect(), showError(field, message), clearErrors(), focus(name)}.
  */
 export function buildPayloadForm(schema, primary, advanced) {
   primary.replaceChildren();
   advanced.replaceChildren();
   const fields = new Map();
-  const props = schema && schema.properties;
-  const required = new Set((schema && schema.required) || []);
-  const entries = props
-    ? Object.entries(props).map(([name, p]) => [name, unwrap(p)])
-    : [["payload", { title: "Payload", description: "the whole payload, as the model's schema says" }]];
+  const union = taggedUnion(schema);
+  let whole = false; // no usable properties: one JSON box for the whole payload
 
-  // a model with none of the usual headline fields shows all of its fields up front
-  const anyPrimary = !props || entries.some(([name]) => required.has(name) || PRIMARY.has(name));
-  for (const [name, prop] of entries) {
-    const kind = props ? kindOf(prop) : "json";
-    if (kind === "const") continue; // fixed by the schema; nothing to choose
+  function addField(name, prop, kind, required, main) {
     const id = `field-${name}`;
     const wrap = el("div", { class: kind === "boolean" ? "field check" : "field" });
     const label = el("label", { for: id }, labelFor(name, prop));
     const input = control(id, name, prop, kind);
-    const hint = el("p", { id: `${id}-hint`, class: "hint" }, hintFor(prop, kind, required.has(name)));
+    const hint = el("p", { id: `${id}-hint`, class: "hint" }, hintFor(prop, kind, required));
     const error = el("p", { id: `${id}-error`, class: "field-error", role: "alert" });
     input.setAttribute("aria-describedby", `${id}-hint ${id}-error`);
-    if (required.has(name)) input.setAttribute("aria-required", "true");
+    if (required) input.setAttribute("aria-required", "true");
     if (kind === "boolean") wrap.append(input, label, hint, error);
     else wrap.append(label, input, hint, error);
-    const main = !anyPrimary || !props || required.has(name) || PRIMARY.has(name);
     (main ? primary : advanced).append(wrap);
-    fields.set(name, { input, error, kind, prop });
+    fields.set(name, { input, error, kind, prop, wrap });
+    return input;
+  }
+
+  function addObject(objectSchema, skip) {
+    const props = objectSchema.properties;
+    const required = new Set(objectSchema.required || []);
+    const entries = Object.entries(props).map(([name, p]) => [name, unwrap(p)]);
+    // a model with none of the usual headline fields shows all of its fields up front
+    const anyPrimary = entries.some(([name]) => required.has(name) || PRIMARY.has(name));
+    for (const [name, prop] of entries) {
+      const kind = kindOf(prop);
+      if (kind === "const" || name === skip) continue; // fixed by the schema; nothing to choose
+      const main = !anyPrimary || required.has(name) || PRIMARY.has(name);
+      addField(name, prop, kind, required.has(name), main);
+    }
+  }
+
+  if (union) {
+    const values = union.variants.map(([value]) => value);
+    const select = addField(union.tag, { title: capital(union.tag), enum: values }, "tag", true, true);
+    const pick = () => {
+      for (const [name, f] of fields) {
+        if (name !== union.tag) {
+          f.wrap.remove();
+          fields.delete(name);
+        }
+      }
+      addObject(union.variants.find(([value]) => value === select.value)[1], union.tag);
+    };
+    select.addEventListener("change", pick);
+    pick();
+  } else if (schema && schema.properties) {
+    addObject(schema);
+  } else {
+    whole = true;
+    addField("payload", { title: "Payload", description: "the whole payload, as JSON" }, "json", true, true);
   }
 
   function showError(name, message) {
@@ -141,8 +198,10 @@ export function buildPayloadForm(schema, primary, advanced) {
 
   function read(name, f) {
     const raw = f.input.value;
-    const path = props ? `payload.${name}` : "payload";
+    const path = whole ? "payload" : `payload.${name}`;
     switch (f.kind) {
+      case "tag":
+        return raw;
       case "boolean":
         return f.input.checked === (f.prop.default === true) ? undefined : f.input.checked;
       case "enum":
@@ -178,7 +237,7 @@ export function buildPayloadForm(schema, primary, advanced) {
   return {
     /** The payload object; throws FieldError for input the browser cannot even encode. */
     collect() {
-      if (!props) return read("payload", fields.get("payload")) ?? {};
+      if (whole) return read("payload", fields.get("payload")) ?? {};
       const payload = {};
       for (const [name, f] of fields) {
         const value = read(name, f);
@@ -191,7 +250,10 @@ export function buildPayloadForm(schema, primary, advanced) {
       if (!field) return false;
       const path = field.split(".");
       if (path[0] !== "payload") return false;
-      if (!props) return showError("payload", message);
+      if (whole) return showError("payload", message);
+      // a tagged union's errors are located under the tag value: payload.<tag>.<field>
+      if (union && path.length > 2 && path[1] === fields.get(union.tag).input.value) path.splice(1, 1);
+      if (union && path.length === 1) return showError(union.tag, message);
       return path.length > 1 && showError(path[1], message);
     },
     clearErrors() {

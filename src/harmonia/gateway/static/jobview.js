@@ -11,11 +11,13 @@ const $ = (id) => document.getElementById(id);
 
 function sleep(ms, signal) {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
+    const done = () => {
       clearTimeout(timer);
+      signal.removeEventListener("abort", done);
       resolve();
-    });
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
   });
 }
 
@@ -127,6 +129,7 @@ export class JobView {
         play.setAttribute("aria-label", `Listen to ${artifact.name}`);
         li.append(" ", play);
       }
+      if (artifact.content_type === "application/json") li.append(this.jsonViewer(artifact));
       list.append(li);
     }
   }
@@ -143,10 +146,33 @@ export class JobView {
     return ms / 1000;
   }
 
-  log(text, at = this.serverNow()) {
+  /** A collapsed "View" that fetches and pretty-prints a JSON artifact when first opened. */
+  jsonViewer(artifact) {
+    const details = document.createElement("details");
+    details.className = "artifact-json";
+    const summary = document.createElement("summary");
+    summary.textContent = `View ${artifact.name}`;
+    const pre = document.createElement("pre");
+    pre.tabIndex = 0;
+    details.append(summary, pre);
+    details.addEventListener("toggle", async () => {
+      if (!details.open || pre.textContent) return;
+      pre.textContent = "Loading…";
+      try {
+        const text = await (await fetchBlob(artifact.url)).text();
+        pre.textContent = JSON.stringify(JSON.parse(text), null, 2);
+      } catch (exc) {
+        pre.textContent = exc.message;
+      }
+    });
+    return details;
+  }
+
+  log(text, at = this.serverNow(), kind = "note") {
     const list = $("events");
     const li = document.createElement("li");
-    const since = this.job?.created_at ? at - this.job.created_at : 0;
+    li.dataset.kind = kind;
+    const since = this.job?.created_at ? Math.max(0, at - this.job.created_at) : 0;
     li.textContent = `+${since.toFixed(1)} s  ${text}`;
     list.append(li);
     while (list.children.length > 200) list.firstElementChild.remove();
@@ -157,14 +183,19 @@ export class JobView {
     let failures = 0;
     while (!signal.aborted) {
       try {
+        let received = false;
         for await (const ev of streamEvents(`/v1/jobs/${encodeURIComponent(id)}/events`, {
           signal,
           lastEventId: lastId,
         })) {
           lastId = ev.id || lastId;
+          received = true;
           failures = 0;
           if (this.handle(ev)) return this.refresh(id, signal);
         }
+        // closed before the final state: reconnect from lastId; an empty stream counts as a failure
+        if (!received) failures += 1;
+        if (failures >= 3) return this.poll(id, signal);
       } catch (exc) {
         if (signal.aborted) return;
         if (exc instanceof ApiError && [401, 403, 404].includes(exc.status)) {
@@ -204,7 +235,7 @@ export class JobView {
     if (event === "progress") {
       job.progress = { fraction: data.fraction ?? 0, message: data.message ?? "" };
       this.renderProgress(job.progress);
-      this.log(`${Math.round((data.fraction ?? 0) * 100)}% ${data.message ?? ""}`, at);
+      this.log(`${Math.round((data.fraction ?? 0) * 100)}% ${data.message ?? ""}`, at, "progress");
     } else if (event === "state") {
       job.status = data.status || job.status;
       if (data.status === "running" && !job.started_at) job.started_at = at;
@@ -212,12 +243,14 @@ export class JobView {
       $("job-status").textContent = job.status;
       $("job-status").dataset.status = job.status;
       $("job-cancel").disabled = FINISHED.has(job.status);
-      this.log(`state ${job.status}${data.message ? `: ${data.message}` : ""}`, at);
+      this.log(`state ${job.status}${data.message ? `: ${data.message}` : ""}`, at, "state");
       return FINISHED.has(job.status);
     } else if (event === "log") {
-      this.log(typeof data === "string" ? data : data.message || JSON.stringify(data), at);
+      this.log(typeof data === "string" ? data : data.message || JSON.stringify(data), at, "log");
     } else {
-      this.log(`${event} ${typeof data === "string" ? data : JSON.stringify(data).slice(0, 200)}`, at);
+      // engine events (a stage starting, a chunk): their label if they have one, else the JSON
+      const text = typeof data === "string" ? data : data.label || data.stage || JSON.stringify(data);
+      this.log(`${event}: ${String(text).slice(0, 200)}`, at, event);
     }
     return false;
   }
