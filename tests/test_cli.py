@@ -30,7 +30,10 @@ def test_gateway_and_worker_need_a_redis_url() -> None:
 def test_invalid_setting_is_one_line() -> None:
     r = run("worker", HARMONIA_REDIS_URL="redis://x", HARMONIA_WORKER_THREADS="lots")
     assert r.returncode == 2
-    assert r.stderr.startswith("error: invalid setting worker_threads") and len(r.stderr.strip().splitlines()) == 1
+    assert (
+        r.stderr.startswith("error: invalid setting worker_threads")
+        and len(r.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_unknown_queue_and_unreachable_gateway() -> None:

@@ -66,7 +66,6 @@ def test_diffsinger_job_runs_through_a_worker(settings: Settings, tmp_path: Path
 
 def test_ollama_availability_follows_the_daemon(settings: Settings) -> None:
     from fake_ollama import FakeOllama
-
     from harmonia.engines.registry import Registry
     from helpers import free_port
 
