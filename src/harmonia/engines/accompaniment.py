@@ -81,12 +81,15 @@ class PartWriter:
 
     # --- parts ----------------------------------------------------------------------------
 
-    def accompaniment(self, spec: InstrumentSpec) -> list[ScoreNote]:
-        """Chords under the melody in a pattern that suits the instrument, metre and mood."""
+    def accompaniment(self, spec: InstrumentSpec, style: str | None = None) -> list[ScoreNote]:
+        """Chords under the melody in a pattern that suits the instrument, metre and mood
+        (or in `style`: block, arpeggio, waltz, alberti)."""
         hi = min(spec.high, self.ceiling)
         lo = min(spec.low + 7, hi - 14)
         ref = self._ref(lo)
-        if spec.name in SUSTAINED:
+        if style is not None:
+            pass
+        elif spec.name in SUSTAINED:
             style = "block"
         elif spec.name in PLUCKED or self.mood in ("sad", "calm", "romantic", "mysterious", "dark"):
             style = "arpeggio"
@@ -193,12 +196,16 @@ class PartWriter:
                 prev = pitch
         return notes
 
-    def drums(self) -> list[ScoreNote]:
-        """Kick on strong beats, snare (side stick when calm) on the off-beats, hats on a pulse."""
+    def drums(self, groove: str = "basic", velocity_offset: int = 0) -> list[ScoreNote]:
+        """A General MIDI drum groove. `basic`: kick on strong beats, snare (side stick when calm)
+        on the off-beats, hats on a pulse. In 4/4 also `boom_bap` (lo-fi / hip hop: syncopated kick,
+        eighth-note hats), `rock`, `four_on_floor` (dance) and `swing` (jazz ride pattern)."""
         soft = self.mood in ("sad", "calm", "romantic", "mysterious")
         snare = SIDE_STICK if soft else SNARE
         hat_unit = self._unit(0.5)
-        vel = self.velocity - 6
+        vel = self.velocity - 6 + velocity_offset
+        if self.beats_per_bar != 4.0 or groove not in GROOVES:
+            groove = "basic"
         notes: list[ScoreNote] = []
         for i, bar in enumerate(self.bars):
             if i == len(self.bars) - 1 or bar.length < self.beats_per_bar:
@@ -207,6 +214,19 @@ class PartWriter:
                 continue
             if i == 0:
                 notes.append(self._note(CRASH if not soft else RIDE, bar.start, 1.0, vel - 4))
+            if groove != "basic":
+                kicks, snares, hats, hat = GROOVES[groove]
+                if groove == "boom_bap" and self.rng.random() < 0.35:
+                    kicks = (*kicks, 3.5)  # a pickup kick into the next bar, now and then
+                for t in kicks:
+                    notes.append(self._note(KICK, bar.start + t, 0.25, vel + (8 if t == 0 else 2)))
+                backbeat = SIDE_STICK if groove == "swing" else SNARE
+                for t in snares:
+                    notes.append(self._note(backbeat, bar.start + t, 0.25, vel))
+                for t in hats:
+                    accent = 10 if t in self.strong or float(t).is_integer() else 0
+                    notes.append(self._note(hat, bar.start + t, 0.2, vel - 22 + accent))
+                continue
             if self.beats_per_bar == 4.0:
                 kicks, snares = [0.0, 2.0] + ([2.5] if self.rng.random() < 0.4 else []), [1.0, 3.0]
             elif self.strong == (0.0, 1.5):  # 6/8
@@ -225,3 +245,14 @@ class PartWriter:
                 notes.append(self._note(CLOSED_HAT, bar.start + t, min(hat_unit, 0.25), vel - 20 + accent))
                 t += hat_unit
         return notes
+
+
+# 4/4 grooves: kick beats, snare beats, hat beats, hat sound. The other parts play straight
+# eighths, so the hats do too (swung hats over straight arpeggios would flam); jazz swings on the ride.
+_EIGHTHS = tuple(b / 2 for b in range(8))
+GROOVES: dict[str, tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], int]] = {
+    "boom_bap": ((0.0, 1.75, 2.5), (1.0, 3.0), _EIGHTHS, CLOSED_HAT),
+    "rock": ((0.0, 2.0, 2.5), (1.0, 3.0), _EIGHTHS, CLOSED_HAT),
+    "four_on_floor": ((0.0, 1.0, 2.0, 3.0), (1.0, 3.0), (0.5, 1.5, 2.5, 3.5), OPEN_HAT),
+    "swing": ((0.0,), (1.0, 3.0), (0.0, 1.0, 1 + 2 / 3, 2.0, 3.0, 3 + 2 / 3), RIDE),
+}

@@ -98,60 +98,20 @@ def compose(interp: Interpretation) -> Score:
     rng = random.Random(interp.seed)
     meter = METERS[interp.time_signature]
     key = interp.key
-    seconds_per_beat = 60.0 / interp.tempo_bpm
-    release_s = min(1.0, 0.15 * interp.duration_s)
-    music_beats = (interp.duration_s - release_s) / seconds_per_beat
+    music_beats = music_length_beats(interp.duration_s, interp.tempo_bpm)
 
     # Whole bars, rounded; the final bar (the closing tonic) stretches or shrinks (0.5-1.5 bars)
     # so the music ends exactly where the release begins.
     bars_count = max(1, round(music_beats / meter.beats))
-    bar_beats = min(meter.beats, music_beats)
     phrases = plan_phrases(bars_count)
     roots = progression(key, phrases, rng)
-    bars = [
-        Bar(index=i, start=i * bar_beats, length=bar_beats, chord=chord(key, roots[i]))
-        for i in range(bars_count)
-    ]
-    last = bars[-1]
-    bars[-1] = Bar(last.index, last.start, music_beats - last.start, last.chord)
+    bars = lay_out_bars([chord(key, r) for r in roots], meter.beats, music_beats)
 
-    melodic = [s for s in interp.instruments if not s.is_drum]
-    roles = assign_roles(melodic)
-    parts: list[Part] = []
-    melody_spec = next((s for s, r in roles if r == "melody"), None)
-    melody_range = (0, 0)
-    if melody_spec is not None:
-        lead_has_accompaniment = len(melodic) == 1 and melody_spec.polyphonic
-        melody_range = melody_register(melody_spec, interp.mood, lead_has_accompaniment)
-        events = compose_melody(key, meter, bars, phrases, melody_range, interp.mood, interp.tempo_bpm, rng)
-        parts.append(Part(melody_spec, "melody", _to_notes(events, seconds_per_beat, interp.mood)))
-        if lead_has_accompaniment:
-            roles.append((melody_spec, "accompaniment"))
-    base_velocity = MOOD_VELOCITY.get(interp.mood, 80)
-    inner_index = 0
-    for spec, role in roles:
-        if role == "melody":
-            continue
-        writer = accompaniment.PartWriter(
-            key=key, bars=bars, beats_per_bar=meter.beats, strong=meter.strong,
-            seconds_per_beat=seconds_per_beat, mood=interp.mood, rng=rng, velocity=base_velocity,
-            ceiling=melody_range[0] - 1 if melody_spec is not None else 127,
-        )  # fmt: skip
-        if role == "accompaniment":
-            notes = writer.accompaniment(spec)
-        elif role == "bass":
-            notes = writer.bass(spec)
-        else:
-            notes = writer.inner_voice(spec, inner_index)
-            inner_index += 1
-        parts.append(Part(spec, role, notes))
+    roles = assign_roles([s for s in interp.instruments if not s.is_drum])
     drum_spec = next((s for s in interp.instruments if s.is_drum), None)
     if drum_spec is not None:
-        writer = accompaniment.PartWriter(
-            key=key, bars=bars, beats_per_bar=meter.beats, strong=meter.strong,
-            seconds_per_beat=seconds_per_beat, mood=interp.mood, rng=rng, velocity=base_velocity, ceiling=127,
-        )  # fmt: skip
-        parts.append(Part(drum_spec, "drums", writer.drums()))
+        roles.append((drum_spec, "drums"))
+    parts = write_parts(key, meter, bars, phrases, roles, interp.mood, interp.tempo_bpm, rng)
     return Score(
         parts=parts,
         tempo_bpm=interp.tempo_bpm,
@@ -163,6 +123,85 @@ def compose(interp: Interpretation) -> Score:
         bars=bars,
         phrases=phrases,
     )
+
+
+def music_length_beats(duration_s: float, tempo_bpm: float) -> float:
+    """Beats of music in a piece of `duration_s`: all of it but a short release at the end."""
+    release_s = min(1.0, 0.15 * duration_s)
+    return (duration_s - release_s) * tempo_bpm / 60.0
+
+
+def lay_out_bars(chords: list[Chord], beats_per_bar: float, music_beats: float) -> list[Bar]:
+    """One bar per chord; the last bar stretches or shrinks so the music lasts `music_beats`."""
+    bar_beats = min(beats_per_bar, music_beats)
+    bars = [Bar(index=i, start=i * bar_beats, length=bar_beats, chord=c) for i, c in enumerate(chords)]
+    last = bars[-1]
+    bars[-1] = Bar(last.index, last.start, max(music_beats - last.start, 0.5 * bar_beats), last.chord)
+    return bars
+
+
+def write_parts(
+    key: Key,
+    meter: Meter,
+    bars: list[Bar],
+    phrases: list[Phrase],
+    roles: list[tuple[InstrumentSpec, str]],
+    mood: str,
+    tempo_bpm: float,
+    rng: random.Random,
+    *,
+    groove: str = "basic",
+    drum_velocity: int = 0,
+    melody_rests: set[int] | frozenset[int] = frozenset(),
+) -> list[Part]:
+    """Write every part of `roles` (melody, accompaniment, pad, bass, harmony, drums) over `bars`.
+
+    A polyphonic lead also accompanies itself when nothing else plays chords. `melody_rests` are
+    bar indices where the lead is silent (an instrumental intro)."""
+    seconds_per_beat = 60.0 / tempo_bpm
+    roles = list(roles)
+    parts: list[Part] = []
+    melody_spec = next((s for s, r in roles if r == "melody"), None)
+    melody_range = (0, 0)
+    if melody_spec is not None:
+        chordal = {"accompaniment", "pad", "harmony"}
+        self_accompanied = (melody_spec, "accompaniment") in roles
+        lead_has_accompaniment = melody_spec.polyphonic and not any(
+            r in chordal and s != melody_spec for s, r in roles
+        )
+        # a keyboard playing tune and chords keeps the tune high, out of the chords' way
+        melody_range = melody_register(melody_spec, mood, lead_has_accompaniment or self_accompanied)
+        events = compose_melody(key, meter, bars, phrases, melody_range, mood, tempo_bpm, rng)
+        if melody_rests:
+            rest_beats = [(bars[i].start, bars[i].start + bars[i].length) for i in melody_rests]
+            events = [e for e in events if not any(a - 1e-9 <= e.start < b - 1e-9 for a, b in rest_beats)]
+        parts.append(Part(melody_spec, "melody", _to_notes(events, seconds_per_beat, mood)))
+        if lead_has_accompaniment and not self_accompanied:
+            roles.append((melody_spec, "accompaniment"))
+    base_velocity = MOOD_VELOCITY.get(mood, 80)
+    inner_index = 0
+    for spec, role in roles:
+        if role == "melody":
+            continue
+        writer = accompaniment.PartWriter(
+            key=key, bars=bars, beats_per_bar=meter.beats, strong=meter.strong,
+            seconds_per_beat=seconds_per_beat, mood=mood, rng=rng, velocity=base_velocity,
+            ceiling=melody_range[0] - 1 if melody_spec is not None and role != "drums" else 127,
+        )  # fmt: skip
+        if role == "accompaniment":
+            notes = writer.accompaniment(spec)
+        elif role == "pad":
+            poly = spec.polyphonic
+            notes = writer.accompaniment(spec, style="block") if poly else writer.inner_voice(spec, 0)
+        elif role == "bass":
+            notes = writer.bass(spec)
+        elif role == "drums":
+            notes = writer.drums(groove, velocity_offset=drum_velocity)
+        else:
+            notes = writer.inner_voice(spec, inner_index)
+            inner_index += 1
+        parts.append(Part(spec, role, notes))
+    return parts
 
 
 def assign_roles(specs: list[InstrumentSpec]) -> list[tuple[InstrumentSpec, str]]:

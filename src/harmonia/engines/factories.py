@@ -24,13 +24,46 @@ def render(settings: Settings, registry: Registry) -> Engine:
 
 
 def jen1(settings: Settings, registry: Registry) -> Engine:
+    """jen1 needs only `render`. MusicGen, the singer and the LLM planner are optional: each is
+    passed when its model is available here (built lazily, when a job first needs it), and jen1
+    falls back, saying so in the plan, whenever one is missing or fails."""
+    from collections.abc import Callable
+    from pathlib import Path
+
     from harmonia.engines.jen1 import Jen1Engine
     from harmonia.engines.render import RenderEngine
 
     render_engine = registry.engine("render")
     if not isinstance(render_engine, RenderEngine):
         raise TypeError("the render model must be a RenderEngine")
-    return Jen1Engine(render=render_engine)
+
+    def musicgen_weights_here() -> bool:
+        # A service URL, a local checkpoint, or a hub id already cached: `auto` must never make
+        # a job wait on a download (or fail on a machine without network).
+        if settings.musicgen_url or Path(settings.musicgen.model).expanduser().is_dir():
+            return True
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            return isinstance(try_to_load_from_cache(settings.musicgen.model, "config.json"), str)
+        except (ImportError, ValueError):
+            return False
+
+    def optional(name: str) -> Callable[[], Engine] | None:
+        if name not in registry.specs or registry.spec(name).unavailable_reason(settings) is not None:
+            return None
+        if name == "musicgen" and not musicgen_weights_here():
+            return None
+        return lambda: registry.engine(name)
+
+    llm = None
+    if {"url", "model"} & settings.ollama.model_fields_set:  # configured, not just the default
+        from harmonia.engines.llm import build_llm_client
+
+        llm = build_llm_client(settings.ollama)
+    return Jen1Engine(
+        render=render_engine, musicgen=optional("musicgen"), singer=optional("diffsinger"), llm=llm
+    )
 
 
 def _remote(name: str, url: str, settings: Settings, registry: Registry) -> Engine:

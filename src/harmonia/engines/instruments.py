@@ -56,7 +56,10 @@ CATALOG: tuple[InstrumentSpec, ...] = (
     InstrumentSpec("timpani", 47, 40, 55),
     InstrumentSpec("strings", 48, 43, 84, polyphonic=True, aliases=("string ensemble", "string section")),
     InstrumentSpec("choir", 52, 48, 79, polyphonic=True, aliases=("voices", "chorus")),
-    InstrumentSpec("voice", 53, 52, 76, aliases=("vocal", "vocals", "singer", "female voice", "male voice")),
+    InstrumentSpec("voice", 53, 52, 76, aliases=("vocal", "vocals", "singer", "lead vocal", "lead vocals")),
+    # Sung ranges (A3-F5, C3-G4): a melody written for them is singable, and DiffSinger sings it.
+    InstrumentSpec("female voice", 53, 57, 77, aliases=("female vocals", "female singer", "woman's voice")),
+    InstrumentSpec("male voice", 53, 48, 67, aliases=("male vocals", "male singer", "man's voice")),
     InstrumentSpec("trumpet", 56, 55, 82, aliases=("trumpets",)),
     InstrumentSpec("trombone", 57, 40, 70, aliases=("trombones",)),
     InstrumentSpec("tuba", 58, 28, 55),

@@ -196,6 +196,20 @@ def _mood(text: str) -> tuple[str, str | None]:
     return words[found[0][1]], found[0][1]
 
 
+def mood_of(text: str) -> str | None:
+    """The composer mood a free mood label implies ("melancholic, dreamy" -> "sad"); None if none."""
+    if text.strip().lower() in MOOD_MODE:
+        return text.strip().lower()
+    mood, word = _mood(_normalize(text))
+    return mood if word else None
+
+
+def instruments_in(text: str) -> list[InstrumentSpec]:
+    """Catalog instruments named in `text`, in order ("warm rhodes and upright bass" -> [electric
+    piano, double bass]); negated ones ("no drums") are left out."""
+    return _instruments_from_text(_normalize(text))
+
+
 def interpret(
     instructions: str,
     *,
@@ -204,8 +218,15 @@ def interpret(
     key: str | None = None,
     instruments: list[str] | None = None,
     seed: int | None = None,
+    mood: str | None = None,
+    default_mood: str | None = None,
+    default_tempo: float | None = None,
+    default_duration: float | None = None,
 ) -> Interpretation:
     """Read `instructions`; explicit arguments override what the text implies.
+
+    `mood` (a free label, mapped through the mood words) overrides the text's mood; the `default_*`
+    values (a genre's, say) replace the built-in defaults where the text says nothing.
 
     Raises InterpretError (field "instructions") when the text asks for an out-of-range duration
     or tempo, and ValueError for a bad `key` string or unknown `instruments` names.
@@ -215,8 +236,16 @@ def interpret(
     sources["seed"] = "field 'seed'" if seed is not None else "derived from the instructions"
     seed = derive_seed(instructions) if seed is None else seed
 
-    mood, mood_word = _mood(text)
-    sources["mood"] = f"word '{mood_word}'" if mood_word else "default"
+    mood_word: str | None
+    if mood is not None and (field_mood := mood_of(mood)) is not None:
+        mood, mood_word = field_mood, None
+        sources["mood"] = "field 'mood'"
+    else:
+        mood, mood_word = _mood(text)
+        sources["mood"] = f"word '{mood_word}'" if mood_word else "default"
+        if not mood_word and default_mood in MOOD_MODE:
+            mood = default_mood
+            sources["mood"] = "genre"
 
     # --- instruments
     if instruments:
@@ -256,6 +285,10 @@ def interpret(
     elif found := _find_phrases(text, list(TEMPO_WORDS)):
         tempo = TEMPO_WORDS[found[0][1]]
         sources["tempo_bpm"] = f"word '{found[0][1]}'"
+    elif default_tempo is not None:
+        # A genre's tempo, nudged by the mood (a sad folk song is slower than a plain one).
+        tempo = round(default_tempo * min(1.1, max(0.9, MOOD_TEMPO[mood] / MOOD_TEMPO["neutral"])))
+        sources["tempo_bpm"] = f"genre, mood '{mood}'"
     else:
         tempo = MOOD_TEMPO[mood]
         sources["tempo_bpm"] = f"mood '{mood}'" if mood != "neutral" else "default"
@@ -294,7 +327,7 @@ def interpret(
         sources["duration_s"] = f"text '{m.group(0)}' at {tempo:g} bpm"
         said = m.group(0)
     else:
-        duration = DEFAULT_DURATION_S
+        duration = default_duration or DEFAULT_DURATION_S
         sources["duration_s"] = "default"
     if not MIN_DURATION_S <= duration <= MAX_DURATION_S:
         raise InterpretError(

@@ -1,108 +1,74 @@
-"""The `jen1` engine: instructions in plain words -> a composed, rendered piece of music.
+"""The `jen1` engine: instructions in plain words -> a planned, arranged, rendered and mastered piece.
 
-Pipeline (each stage its own module, so each can grow or be swapped on its own):
-  interpret (`interpret.py`, rule-based; an LLM planner can replace it later)
-  -> compose (`composer.py` + `accompaniment.py`: form, harmony, melody, supporting parts)
-  -> render (`render.py`: the SoundFont renderer, shared with the `render` engine)
-  -> fit to the requested duration, normalise the peak, encode.
-Artifacts: `audio.wav` (or `audio.flac`), `score.json` (what was played and why), `arrangement.mid`.
+Stages (each its own module, each reported as progress and a `stage` event, each a cancel point):
+  plan      (`plan_llm.py`: the LLM helper with a schema-constrained answer when one is configured
+             and reachable, else `plan.py`, the rule-based planner) -> a `SongPlan`, stored as `plan.json`
+  arrange   (`arrange.py` + `composer.py` + `accompaniment.py`: chords, melody, bass, drums)
+  parts     (`jen1_parts.py`: SoundFont per part; MusicGen backing and DiffSinger vocals when present)
+  mix       (`audio/mix.py`: balance, pan, sum, limiter, loudness to the target, no clipping)
+Artifacts: `mix.wav`/`.flac` (and `audio.*`, the same master under the name the render-instructions
+API has always used), `plan.json`, `score.json`, `arrangement.mid`, and `stem-*.wav` when asked.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from typing import Any, ClassVar, Literal
+import threading
+import time
+from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel
 
 from harmonia.audio import analysis, encode
+from harmonia.audio.mix import mix
+from harmonia.engines.arrange import arrange
 from harmonia.engines.base import ArtifactData, EngineResult, RunContext
-from harmonia.engines.composer import compose
-from harmonia.engines.instruments import find_instrument, known_names
-from harmonia.engines.interpret import (
-    MAX_DURATION_S,
-    MAX_TEMPO,
-    MIN_DURATION_S,
-    MIN_TEMPO,
-    InterpretError,
-    interpret,
-)
+from harmonia.engines.instruments import known_names
+from harmonia.engines.interpret import MAX_DURATION_S, MAX_TEMPO, MIN_DURATION_S, MIN_TEMPO, InterpretError
+from harmonia.engines.jen1_input import Jen1Input, SectionIn
+from harmonia.engines.jen1_parts import EngineProvider, PartRenderer
+from harmonia.engines.plan import PlannedSong, plan_with_rules
+from harmonia.engines.plan_llm import plan_with_llm
 from harmonia.engines.render import RenderEngine, validate_input
-from harmonia.engines.theory import parse_key
-from harmonia.errors import InvalidInput
+from harmonia.errors import DependencyDown, HarmoniaError, InvalidInput, JobStopped, RetryableError
+
+__all__ = ["Jen1Engine", "Jen1Input", "SectionIn", "fit_duration"]
 
 _END_FADE_S = 0.3
-
-
-class Jen1Input(BaseModel):
-    """`instructions` says what to make; the optional fields override what the text implies."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    instructions: str = Field(min_length=1, max_length=2000, examples=["render violin"])
-    duration_s: float | None = Field(None, ge=MIN_DURATION_S, le=MAX_DURATION_S)
-    tempo_bpm: float | None = Field(None, ge=MIN_TEMPO, le=MAX_TEMPO)
-    key: str | None = Field(None, max_length=32, examples=["D minor", "F# major"])
-    instruments: list[str] | None = Field(None, min_length=1, max_length=8)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    output: Literal["wav", "flac"] = "wav"
-
-    @field_validator("instructions")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("instructions must not be blank")
-        return value
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_key(value)
-        return value
-
-    @field_validator("instruments")
-    @classmethod
-    def _instruments(cls, value: list[str] | None) -> list[str] | None:
-        for name in value or []:
-            if find_instrument(name) is None:
-                raise ValueError(f"unknown instrument {name!r}; known: {', '.join(known_names())}")
-        return value
-
-    @model_validator(mode="after")
-    def _interpretable(self) -> Jen1Input:
-        """Read the text now, so "render violin for 2 hours" is refused at submission (422), not
-        after queueing. InvalidInput (not a ValueError) keeps the field the interpreter blames."""
-        try:
-            interpret(
-                self.instructions,
-                duration_s=self.duration_s,
-                tempo_bpm=self.tempo_bpm,
-                key=self.key,
-                instruments=self.instruments,
-                seed=self.seed,
-            )
-        except InterpretError as exc:
-            raise InvalidInput(str(exc), exc.field) from exc
-        return self
+_LLM_RECHECK_S = 60.0  # how long an unreachable LLM is not asked again
 
 
 class Jen1Engine:
-    """Instruction-driven composition rendered with the `render` engine's SoundFont synth."""
+    """Instruction-driven composition. Only `render` is required; the others are optional
+    providers (called when a job needs them) and any of them failing is a stated fallback."""
 
     name: ClassVar[str] = "jen1"
     input_model: ClassVar[type[BaseModel]] = Jen1Input
 
-    def __init__(self, render: RenderEngine) -> None:
+    def __init__(
+        self,
+        render: RenderEngine,
+        *,
+        musicgen: EngineProvider | None = None,
+        singer: EngineProvider | None = None,
+        llm: Any = None,  # an LLMClient; None plans with rules only
+    ) -> None:
         self._render = render
+        self._parts = PartRenderer(render, musicgen=musicgen, singer=singer)
+        self._llm = llm
+        self._llm_down_until = 0.0
+        self._llm_lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
         return {
             "engine": self.name,
-            "planner": "rules",
+            "planner": "llm" if self._llm is not None else "rules",
+            "llm": getattr(self._llm, "model", None),
             "composer": "rules",
+            "musicgen": self._parts.musicgen is not None,
+            "singer": self._parts.singer is not None,
             "renderer": self._render.info(),
             "instruments": known_names(),
             "duration_s": [MIN_DURATION_S, MAX_DURATION_S],
@@ -112,60 +78,132 @@ class Jen1Engine:
 
     def run(self, payload: BaseModel | dict[str, Any], ctx: RunContext) -> EngineResult:
         req: Jen1Input = validate_input(Jen1Input, payload)
-        try:
-            interp = interpret(
-                req.instructions,
-                duration_s=req.duration_s,
-                tempo_bpm=req.tempo_bpm,
-                key=req.key,
-                instruments=req.instruments,
-                seed=req.seed,
-            )
-        except InterpretError as exc:
-            raise InvalidInput(str(exc), field=exc.field) from exc
-        ctx.progress(0.05, "interpret")
-
-        score = compose(interp)
+        # --- plan
+        ctx.event("stage", {"stage": "plan"})
+        song = self.plan(req)
+        ctx.progress(0.05, "plan")
+        # --- arrange
+        ctx.event("stage", {"stage": "arrange"})
+        arrangement = arrange(song)
+        score = arrangement.score
         midi = score.to_midi()
-        ctx.progress(0.15, "compose")
-
-        sample_rate = self._render.sample_rate
-        rendered = self._render.render_midi(
-            midi, ctx, sample_rate=sample_rate, tail_s=2.0, progress_range=(0.15, 0.95), trim=False
-        )
-        audio = encode.normalize_peak(fit_duration(rendered.audio, sample_rate, score.duration_s), -1.0)
-        data = encode.encode(audio, sample_rate, req.output)
+        ctx.progress(0.1, "arrange")
+        # --- parts
+        rendered = self._parts.run(arrangement, song, req.engine, ctx, (0.1, 0.85))
+        notes = [*song.notes, *arrangement.notes, *rendered.notes]
+        # --- mix and master
+        ctx.event("stage", {"stage": "mix"})
+        ctx.progress(0.88, "mix")
+        sr = self._render.sample_rate
+        frames = round(score.duration_s * sr)
+        fade = min(_END_FADE_S, 0.1 * score.duration_s)
+        master = mix(rendered.stems, sr, frames, target_lufs=req.loudness_lufs, fade_out_s=fade)
+        ctx.check()
+        ctx.progress(0.95, "encode")
+        data = encode.encode(master.audio, sr, req.output)
+        content_type = encode.CONTENT_TYPES[req.output]
 
         midi_buf = io.BytesIO()
         midi.write(midi_buf)
+        plan_doc = song.as_json()
+        plan_doc["notes"] = notes
         score_doc = score.as_json()
-        score_doc["interpretation"] = interp.as_dict()
-        score_doc["sample_rate"] = sample_rate
+        score_doc["sections"] = [
+            {"name": s.name, "bars": s.bars, "start_s": round(s.start_s, 4), "end_s": round(s.end_s, 4)}
+            for s in arrangement.sections
+        ]
+        score_doc["sample_rate"] = sr
         artifacts = [
-            ArtifactData(f"audio.{req.output}", data, encode.CONTENT_TYPES[req.output]),
+            ArtifactData(f"mix.{req.output}", data, content_type),
+            ArtifactData(f"audio.{req.output}", data, content_type),
+            ArtifactData("plan.json", json.dumps(plan_doc, indent=1).encode(), "application/json"),
             ArtifactData("score.json", json.dumps(score_doc, indent=1).encode(), "application/json"),
             ArtifactData("arrangement.mid", midi_buf.getvalue(), "audio/midi"),
         ]
-        ctx.progress(1.0, "encode")
+        if req.stems:
+            for name, audio in master.stems.items():
+                stem = encode.encode(audio, sr, req.output)
+                artifacts.append(ArtifactData(f"stem-{name}.{req.output}", stem, content_type))
+        ctx.progress(1.0, "done")
         output = {
             "engine": self.name,
-            "planner": "rules",
-            "interpretation": interp.as_dict(),
-            "seed": interp.seed,
-            "duration_s": round(audio.shape[0] / sample_rate, 4),
-            "sample_rate": sample_rate,
+            "planner": song.planner,
+            "seed": song.seed,
+            "title": song.plan.title,
+            "genre": song.plan.genre,
+            "mood": song.plan.mood,
+            "tempo_bpm": score.tempo_bpm,
+            "key": score.key.name,
+            "time_signature": song.plan.time_signature,
+            "duration_s": round(master.audio.shape[0] / sr, 4),
+            "sample_rate": sr,
             "format": req.output,
             "bars": len(score.bars),
+            "sections": [{"name": s.name, "bars": s.bars} for s in arrangement.sections],
             "chords": [bar.chord.roman for bar in score.bars],
             "notes": sum(len(p.notes) for p in score.parts),
-            "parts": [
-                {"instrument": p.instrument.name, "role": p.role, "notes": len(p.notes)} for p in score.parts
-            ],
-            "peak_dbfs": round(analysis.peak_dbfs(audio), 2),
-            "rms_dbfs": round(analysis.rms_dbfs(audio), 2),
+            "parts": rendered.parts,
+            "loudness_lufs": round(master.loudness_lufs, 2),
+            "target_lufs": req.loudness_lufs,
+            "peak_dbfs": round(master.peak_dbfs, 2),
+            "limiter_reduction_db": round(master.gain_reduction_db, 2),
+            "rms_dbfs": round(analysis.rms_dbfs(master.audio), 2),
+            "stem_gains_db": master.stem_gains_db,
+            "interpretation": {  # the shape jen1 has reported since the render-instructions API
+                "instruments": list(dict.fromkeys(spec.name for spec, _ in song.band)),
+                "tempo_bpm": score.tempo_bpm,
+                "key": score.key.name,
+                "mood": song.mood,
+                "time_signature": song.plan.time_signature,
+                "duration_s": score.duration_s,
+                "seed": song.seed,
+                "sources": song.sources,
+            },
+            "sources": song.sources,
+            "decisions": notes,
             "artifacts": [a.name for a in artifacts],
         }
         return EngineResult(artifacts=artifacts, output=output)
+
+    # --- planning ------------------------------------------------------------------------------------
+
+    def plan(self, req: Jen1Input) -> PlannedSong:
+        """The rules plan, or the LLM's when an LLM is configured and answers; an LLM that is down or
+        answers nonsense leaves the rules plan in charge, with the reason in its notes."""
+        try:
+            rules = plan_with_rules(req)
+        except InterpretError as exc:
+            raise InvalidInput(str(exc), exc.field) from exc
+        reason = self._llm_unusable()
+        if reason is not None:
+            if self._llm is not None:
+                rules.notes.append(f"LLM planner skipped ({reason}); planned with rules")
+            return rules
+        try:
+            return plan_with_llm(self._llm, req, rules)
+        except JobStopped:
+            raise
+        except (HarmoniaError, ValueError) as exc:  # InvalidAnswer, DependencyDown, PlanError, ...
+            if isinstance(exc, DependencyDown | RetryableError):
+                with self._llm_lock:
+                    self._llm_down_until = time.monotonic() + _LLM_RECHECK_S
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            rules.notes.append(f"LLM plan rejected ({first}); planned with rules")
+            return rules
+
+    def _llm_unusable(self) -> str | None:
+        if self._llm is None:
+            return "no LLM configured"
+        with self._llm_lock:
+            if time.monotonic() < self._llm_down_until:
+                return "the LLM was unreachable moments ago"
+        try:
+            self._llm.check_ready()
+        except HarmoniaError as exc:
+            with self._llm_lock:
+                self._llm_down_until = time.monotonic() + _LLM_RECHECK_S
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None
 
 
 def fit_duration(audio: np.ndarray, sample_rate: int, duration_s: float) -> np.ndarray:

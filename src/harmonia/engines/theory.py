@@ -135,3 +135,67 @@ def relative_degree(key: Key, midi: int, tonic_midi: int) -> int:
     octave, semis = divmod(midi - tonic_midi, 12)
     step = max(i for i, s in enumerate(key.steps) if s <= semis)
     return 7 * octave + step
+
+
+# --- chord symbols (the SongPlan's vocabulary) -------------------------------------------------
+
+_CHORD_SYMBOL = re.compile(r"^([A-G])([#b]?)(.*?)(?:/([A-G][#b]?))?$")
+_TRIAD = {"major": (0, 4, 7), "minor": (0, 3, 7), "dim": (0, 3, 6), "aug": (0, 4, 8), "sus": (0, 5, 7)}
+
+
+def _pc(letter: str, accidental: str) -> int:
+    return (_LETTER_PC[letter.lower()] + (1 if accidental == "#" else -1 if accidental == "b" else 0)) % 12
+
+
+def chord_symbol(key: Key, root: int) -> str:
+    """The chord symbol of the diatonic triad on `root` ("Am", "E" for V in A minor, "Bdim")."""
+    c = chord(key, root)
+    tonic = key.tonic_near(60)
+    pcs = [p % 12 for p in c.midi_notes(key, tonic, list(c.degrees))]
+    third, fifth = (pcs[1] - pcs[0]) % 12, (pcs[2] - pcs[0]) % 12
+    quality = "m" if (third, fifth) == (3, 7) else "dim" if (third, fifth) == (3, 6) else ""
+    quality = "aug" if (third, fifth) == (4, 8) else quality
+    names = _SHARP_NAMES if pcs[0] == (key.tonic_pc + 11) % 12 and key.mode == "minor" else None
+    return f"{(names or (_FLAT_NAMES if key.uses_flats else _SHARP_NAMES))[pcs[0]]}{quality}"
+
+
+def chord_pitch_classes(symbol: str) -> tuple[int, set[int]]:
+    """Root pitch class and triad pitch classes of a chord symbol ("F#m7" -> (6, {6, 9, 1}));
+    extensions are ignored (the arranger writes triads). ValueError for anything else."""
+    match = _CHORD_SYMBOL.match(symbol.strip())
+    if not match:
+        raise ValueError(f"{symbol!r} is not a chord symbol")
+    root = _pc(match[1], match[2])
+    rest = match[3]
+    if rest.startswith("dim") or "m7b5" in rest:
+        kind = "dim"
+    elif rest.startswith("aug") or rest.startswith("+"):
+        kind = "aug"
+    elif rest.startswith("m") and not rest.startswith("maj"):
+        kind = "minor"
+    elif rest.startswith("sus"):
+        kind = "sus"
+    else:
+        kind = "major"
+    return root, {(root + i) % 12 for i in _TRIAD[kind]}
+
+
+def degree_for_symbol(key: Key, symbol: str) -> tuple[int, bool]:
+    """The diatonic chord of `key` that best matches `symbol`: (root degree 0..6, exact?).
+
+    The arranger writes diatonic harmony; a chromatic chord ("Bb" in C major) becomes the diatonic
+    triad sharing most of its notes (ties: the root nearer by fifths), and `exact` is False."""
+    root_pc, pcs = chord_pitch_classes(symbol)
+    tonic = key.tonic_near(60)
+
+    def fit(degree: int) -> tuple[int, int]:
+        c = chord(key, degree)
+        triad = {p % 12 for p in c.midi_notes(key, tonic, list(c.degrees))}
+        d_root = (key.tonic_pc + key.steps[degree]) % 12
+        fifths = ((d_root - root_pc) * 7) % 12
+        return len(triad & pcs) + (2 if d_root == root_pc else 0), -min(fifths, 12 - fifths)
+
+    degree = max(range(7), key=fit)
+    c = chord(key, degree)
+    exact = {p % 12 for p in c.midi_notes(key, tonic, list(c.degrees))} == pcs
+    return degree, exact
