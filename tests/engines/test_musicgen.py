@@ -283,9 +283,52 @@ def test_missing_or_foreign_model_path_is_one_clear_error(tmp_path: Path) -> Non
         eng.run(MusicgenInput(text="ok"), LocalContext())
 
 
+def test_fused_products_share_the_models_weights(hf) -> None:
+    model, _ = hf
+    first = FastDecoder(model)
+    sa = model.decoder.model.decoder.layers[0].self_attn
+    qkv = first.packed.layers[0].qkv.weight
+    assert sa.k_proj.weight.untyped_storage().data_ptr() == qkv.untyped_storage().data_ptr()
+    assert torch.equal(qkv[sa.q_proj.weight.shape[0] :][: sa.k_proj.weight.shape[0]], sa.k_proj.weight)
+    again = FastDecoder(model)  # a second decoder on the same model reuses the fused storage
+    assert again.packed.layers[0].qkv.weight.data_ptr() == qkv.data_ptr()
+
+
+def test_int8_decoder_follows_the_float_one(hf) -> None:
+    model, processor = hf
+    enc = processor(text=TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        h = (
+            model.enc_to_dec_proj(model.text_encoder(**enc).last_hidden_state)
+            * enc["attention_mask"][..., None]
+        )
+    cond = Conditioning(h, enc["attention_mask"])
+    fp32, int8 = FastDecoder(model), FastDecoder(model, quantize="int8")
+    rows = [RowSpec(new_frames=20, guidance_scale=3.0, temperature=0.0) for _ in TEXTS]
+    codes = torch.stack(fp32.decode(cond, rows))
+    ref, free = fp32.teacher_forced_scores(cond, codes)
+    got, _ = int8.teacher_forced_scores(cond, codes)
+    assert int(free.sum()) == codes.numel()
+    # Scoring the greedy sequence in one pass gives back the greedy choices...
+    assert torch.equal(ref[free].argmax(-1), codes.reshape(-1))
+    # ...and int8 mostly agrees with them, but not exactly (it is a different model).
+    agree = (got[free].argmax(-1) == codes.reshape(-1)).float().mean().item()
+    assert 0.8 < agree and not torch.equal(got, ref)
+
+
+def test_quantize_auto_is_int8_on_cpu_only() -> None:
+    from harmonia.engines.musicgen_loader import resolve_quantize
+
+    assert resolve_quantize("auto", torch.device("cpu")) == "int8"
+    assert resolve_quantize("auto", torch.device("cuda")) == "none"
+    assert resolve_quantize("none", torch.device("cpu")) == "none"
+    with pytest.raises(EngineUnavailable, match="CPU option"):
+        resolve_quantize("int8", torch.device("cuda"))
+
+
 def test_int8_option_generates_on_cpu(tiny_musicgen: Path) -> None:
     settings = MusicgenSettings(model=str(tiny_musicgen), max_wait_ms=0)
-    eng = MusicgenEngine(settings, options=MusicgenOptions(quantize="int8"))
+    eng = MusicgenEngine(settings, options=MusicgenOptions(quantize="auto"))
     try:
         result = eng.run(MusicgenInput(text="jazz", duration_s=0.5, seed=1), LocalContext())
         assert eng.info()["quantize"] == "int8"

@@ -4,8 +4,11 @@
 `torch.cat`, re-applies the delay pattern to the whole sequence and walks a list of logits
 processors at every step. This loop keeps the same weights and the same arithmetic but:
 
-- a static KV cache per layer, preallocated for the whole sequence; cross-attention keys/values of
-  the text are computed once;
+- a static KV cache per layer (keys and values in one tensor, written with one `index_copy_`),
+  preallocated for the whole sequence; cross-attention keys/values of the text are computed once
+  per decode, not per step;
+- fused products (`musicgen_packed`): self-attention q/k/v in one matrix product and the codebook
+  heads in another, only for the last position; optionally int8 on CPU;
 - the delay pattern is a precomputed `forced` tensor (`-1` where the model chooses, otherwise the
   pad/prompt token that must be there), applied with one `torch.where` per step;
 - classifier-free guidance, temperature, top-k and top-p are tensor ops with per-row parameters, so
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from harmonia.engines.musicgen_packed import PackedDecoder
 
 _M32 = 0xFFFFFFFF
 
@@ -78,7 +83,7 @@ class FastDecoder:
     """Runs MusicGen's decoder with a static cache. One instance per loaded model; not thread-safe
     (the engine's batcher calls it from one thread)."""
 
-    def __init__(self, model, *, device=None, cuda_graphs: bool = True) -> None:
+    def __init__(self, model, *, device=None, cuda_graphs: bool = True, quantize: str = "none") -> None:
         dec = model.decoder
         self.core = dec.model.decoder
         self.heads = dec.lm_heads
@@ -93,10 +98,11 @@ class FastDecoder:
         start = getattr(gen, "decoder_start_token_id", None)
         self.pad_id = int(start if start is not None else cfg.pad_token_id)
         self.layers = list(self.core.layers)
+        self.packed = PackedDecoder(self.core, self.heads, quantize=quantize)
+        self.quantize = quantize
         self.scaling = self.hd**-0.5
-        if device is None:  # int8-quantized heads have no parameters: those run on the CPU
-            p = next(self.heads.parameters(), None)
-            device = p.device if p is not None else "cpu"
+        if device is None:
+            device = self.core.embed_positions.weights.device
         self.device = torch.device(device)
         self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
         self.forward_passes = 0  # counted for metrics and tests (shared passes under batching)
@@ -137,32 +143,29 @@ class FastDecoder:
         emb = sum(self.core.embed_tokens[k](tokens[:, k]) for k in range(self.K))
         return emb.repeat(2, 1, 1) if cfg else emb
 
-    def _layers(self, h, st: _State, write_idx, kv_len: int, self_mask, causal: bool):
-        for li, layer in enumerate(self.layers):
-            sa, ca = layer.self_attn, layer.encoder_attn
-            R, n, _ = h.shape
-            x = layer.self_attn_layer_norm(h)
-            q = sa.q_proj(x).view(R, n, self.H, self.hd).transpose(1, 2)
-            k = sa.k_proj(x).view(R, n, self.H, self.hd).transpose(1, 2)
-            v = sa.v_proj(x).view(R, n, self.H, self.hd).transpose(1, 2)
-            st.k[li].index_copy_(2, write_idx, k)
-            st.v[li].index_copy_(2, write_idx, v)
+    def _layers(self, h, st: _State, write_idx, kv_len: int, self_mask, causal: bool, every: bool = False):
+        H, hd = self.H, self.hd
+        for li, layer in enumerate(self.packed.layers):
+            R, n, D = h.shape
+            qkv = layer.qkv(layer.ln_self(h)).view(R, n, 3, H, hd)
+            cache = st.kv[li]  # (2, R, H, T, hd)
+            cache.index_copy_(3, write_idx, qkv[:, :, 1:].permute(2, 0, 3, 1, 4))
             a = F.scaled_dot_product_attention(
-                q, st.k[li][:, :, :kv_len], st.v[li][:, :, :kv_len],
+                qkv[:, :, 0].transpose(1, 2), cache[0, :, :, :kv_len], cache[1, :, :, :kv_len],
                 attn_mask=self_mask, is_causal=causal, scale=self.scaling,
             )  # fmt: skip
-            h = h + sa.out_proj(a.transpose(1, 2).reshape(R, n, -1))
-            x = layer.encoder_attn_layer_norm(h)
-            q = ca.q_proj(x).view(R, n, self.H, self.hd).transpose(1, 2)
+            h = h + layer.out(a.transpose(1, 2).reshape(R, n, D))
+            q = layer.cross_q(layer.ln_cross(h)).view(R, n, H, hd).transpose(1, 2)
             a = F.scaled_dot_product_attention(
                 q, st.ck[li], st.cv[li], attn_mask=st.cmask, scale=self.scaling
             )
-            h = h + ca.out_proj(a.transpose(1, 2).reshape(R, n, -1))
-            x = layer.final_layer_norm(h)
-            h = h + layer.fc2(layer.activation_fn(layer.fc1(x)))
-        h = self.core.layer_norm(h)
-        logits = torch.stack([head(h) for head in self.heads], dim=1)  # (R, K, n, V)
-        return logits[:, :, -1].float()
+            h = h + layer.cross_out(a.transpose(1, 2).reshape(R, n, D))
+            h = h + layer.fc2(layer.act(layer.fc1(layer.ln_ffn(h))))
+        if every:  # all positions (teacher-forced scoring): (R, K, n, V)
+            h = self.core.layer_norm(h)
+            return self.packed.heads(h).view(h.shape[0], h.shape[1], self.K, self.V).transpose(1, 2).float()
+        h = self.core.layer_norm(h[:, -1])  # only the last position is sampled
+        return self.packed.heads(h).view(h.shape[0], self.K, self.V).float()
 
     def _select(self, logits: torch.Tensor, st: _State, pos, generator) -> torch.Tensor:
         """CFG + warpers + sampling for the token at `pos + 1`; returns forced-applied tokens (B, K)."""
@@ -217,7 +220,31 @@ class FastDecoder:
         st.seq.index_copy_(2, (pos + 1).view(1), tok.unsqueeze(-1))
         pos.add_(1)
 
-    # ---------------------------------------------------------------- public entry point
+    # ---------------------------------------------------------------- public entry points
+    @torch.inference_mode()
+    def teacher_forced_scores(
+        self, cond: Conditioning, codes: torch.Tensor, guidance_scale: float = 3.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Guided scores of every token of `codes (B, K, frames)` given the ones before it, in one
+        pass: `(scores (B, K, T-1, V), free (B, K, T-1))`, where `free` marks the positions the
+        model chooses (not delay-pattern pads). For quality checks (int8 against float32)."""
+        rows = [RowSpec(new_frames=0, prompt=c, guidance_scale=guidance_scale) for c in codes]
+        forced, _, _ = self.build_forced(rows)
+        st = _State.create(self, cond, rows, forced)
+        n = st.T - 1
+        h = self._embed(st.seq[:, :, :n], st.cfg) + self.core.embed_positions.weights[:n].to(st.dtype)
+        logits = self._layers(h, st, torch.arange(n, device=self.device), n, None, True, every=True)
+        if st.cfg:
+            cond_l, uncond = logits[: st.B], logits[st.B :]
+            logits = torch.where(st.use_cfg[..., None], uncond + (cond_l - uncond) * st.gs[..., None], cond_l)
+        free = torch.zeros_like(forced[:, :, 1:], dtype=torch.bool)
+        offs = self.codebook_offsets()
+        for k in range(self.K):  # targets at positions c+1 .. c+frames hold codes, the rest are pads
+            c = int(offs[k])
+            free[:, k, c : c + codes.shape[-1]] = True
+        return logits, free
+
+    # ---------------------------------------------------------------- decoding
     @torch.inference_mode()
     def decode(
         self,
@@ -301,8 +328,7 @@ class _State:
         R = 2 * B if st.cfg else B
         st.T = forced.shape[-1]
         L = len(dec.layers)
-        st.k = [torch.empty(R, dec.H, st.T, dec.hd, device=dev, dtype=dtype) for _ in range(L)]
-        st.v = [torch.empty(R, dec.H, st.T, dec.hd, device=dev, dtype=dtype) for _ in range(L)]
+        st.kv = [torch.empty(2, R, dec.H, st.T, dec.hd, device=dev, dtype=dtype) for _ in range(L)]
         hidden, mask = cond.hidden, cond.mask.to(dev).bool()
         if st.cfg:  # the unconditional half: zero states, nothing to attend to
             hidden = torch.cat([hidden, torch.zeros_like(hidden)])
@@ -348,8 +374,7 @@ class _State:
         kb = torch.tensor(keep, device=dev)
         kr = torch.cat([kb, kb + self.B]) if self.cfg else kb
         st.B, st.dtype, st.cfg, st.T = len(keep), self.dtype, self.cfg, self.T
-        st.k = [x.index_select(0, kr) for x in self.k]
-        st.v = [x.index_select(0, kr) for x in self.v]
+        st.kv = [x.index_select(1, kr) for x in self.kv]
         st.ck = [x.index_select(0, kr) for x in self.ck]
         st.cv = [x.index_select(0, kr) for x in self.cv]
         st.cmask = None if self.cmask is None else self.cmask.index_select(0, kr)

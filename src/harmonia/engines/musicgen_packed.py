@@ -1,0 +1,138 @@
+"""MusicGen decoder weights laid out for the one-token decode step: fused projections, optional int8.
+
+A decode step at batch 1 multiplies two rows (conditional and unconditional) by every weight of the
+decoder: it is a stream of small matrix products whose cost is reading the weights plus a fixed
+cost per operator (dispatch and, on a busy CPU, a thread barrier per parallel region). Fusing the
+self-attention q/k/v projections into one product and the codebook heads into another removes
+~70 operators per step without changing a single bit of the float results (the fused product
+computes each output element with the same reduction; the parity tests check this against
+`generate()`).
+
+Float weights are fused without a copy: the model's own q/k/v and head weights become views of the
+fused tensor, so `generate()` still works on the same model and memory does not grow.
+
+`quantize="int8"` (CPU) replaces the fused float products with dynamic int8 ones
+(`torch.ao` dynamic quantization, per-output-channel weight scales): a quarter of the weight bytes
+per step. The tokens are no longer those of the float model; see `bench/musicgen_int8_check.py`.
+The float model stays in memory next to the int8 copy (the text encoder, cross-attention keys and
+values of the prompt and `generate()` still use it).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+QUANTIZE_MODES = ("none", "int8")
+
+
+@dataclass
+class PackedLayer:
+    """One decoder layer: norms, activation and the products of the decode step."""
+
+    ln_self: nn.Module
+    ln_cross: nn.Module
+    ln_ffn: nn.Module
+    act: Any
+    qkv: nn.Module  # (D -> 3D) self-attention q, k, v in one product
+    out: nn.Module
+    cross_q: nn.Module
+    cross_out: nn.Module
+    fc1: nn.Module
+    fc2: nn.Module
+
+
+class PackedDecoder:
+    """The decoder's layers and heads as fused (optionally int8) products. Built once per model."""
+
+    def __init__(self, core: nn.Module, heads: nn.ModuleList, *, quantize: str = "none") -> None:
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(f"unknown quantize mode {quantize!r}; expected one of {QUANTIZE_MODES}")
+        self.quantize = quantize
+        products = nn.ModuleList()
+        for layer in core.layers:
+            sa, ca = layer.self_attn, layer.encoder_attn
+            products.append(
+                nn.ModuleDict(
+                    dict(
+                        qkv=fuse_linears([sa.q_proj, sa.k_proj, sa.v_proj]),
+                        out=sa.out_proj,
+                        cross_q=ca.q_proj,
+                        cross_out=ca.out_proj,
+                        fc1=layer.fc1,
+                        fc2=layer.fc2,
+                    )
+                )
+            )
+        products.append(fuse_linears(list(heads)))
+        if quantize == "int8":
+            _quantize_int8(products)
+        self.heads = products[-1]
+        self.layers = [
+            PackedLayer(
+                ln_self=layer.self_attn_layer_norm,
+                ln_cross=layer.encoder_attn_layer_norm,
+                ln_ffn=layer.final_layer_norm,
+                act=layer.activation_fn,
+                **dict(p.items()),
+            )
+            for layer, p in zip(core.layers, products[:-1], strict=True)
+        ]
+
+
+def _quantize_int8(products: nn.Module) -> None:
+    # torch.ao's eager dynamic quantization is deprecated upstream in favour of torchao; it still
+    # ships and runs fbgemm's int8 kernels without torch.compile. Silence its notices.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        # inplace swaps the modules inside `products` only; the model keeps its float modules.
+        quantize_dynamic(products, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+
+
+def fuse_linears(linears: list[nn.Linear]) -> nn.Linear:
+    """One Linear computing `cat([l(x) for l in linears], -1)`. The originals' weights are rebound
+    to views of the fused weight (no copy; calling this again on them reuses that storage)."""
+    ws = [lin.weight for lin in linears]
+    rows = sum(int(w.shape[0]) for w in ws)
+    cols = int(ws[0].shape[1])
+    with torch.no_grad():
+        fused = _adjacent(ws, rows, cols)
+        if fused is None:
+            fused = torch.cat([w.detach() for w in ws])
+            start = 0
+            for lin in linears:
+                n = int(lin.weight.shape[0])
+                lin.weight = nn.Parameter(fused[start : start + n], requires_grad=False)
+                start += n
+        bias = None
+        if any(lin.bias is not None for lin in linears):
+            bias = torch.cat(
+                [
+                    lin.bias.detach() if lin.bias is not None else fused.new_zeros(lin.weight.shape[0])
+                    for lin in linears
+                ]
+            )
+    out = nn.Linear(cols, rows, bias=bias is not None, device="meta")
+    out.weight = nn.Parameter(fused, requires_grad=False)
+    if bias is not None:
+        out.bias = nn.Parameter(bias, requires_grad=False)
+    return out
+
+
+def _adjacent(ws: list[torch.Tensor], rows: int, cols: int) -> torch.Tensor | None:
+    """The fused tensor when `ws` already lie back to back in one storage (a second FastDecoder on
+    the same model), else None."""
+    first = ws[0]
+    ptr, offset = first.untyped_storage().data_ptr(), first.storage_offset()
+    for w in ws:
+        if not w.is_contiguous() or w.untyped_storage().data_ptr() != ptr or w.storage_offset() != offset:
+            return None
+        offset += w.numel()
+    return first.detach().as_strided((rows, cols), (cols, 1))
