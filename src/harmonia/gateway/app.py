@@ -68,6 +68,7 @@ class GatewayState:
     runner: Runner
     leases: LeaseKeeper
     rate_limiter: RateLimiter | None = None
+    sync_waiters: int = 0  # changed only on the event loop
 
 
 def create_app(

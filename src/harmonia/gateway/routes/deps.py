@@ -9,13 +9,15 @@ from fastapi import Depends, Request
 from harmonia.gateway.app import GatewayState
 
 
-def get_state(request: Request) -> GatewayState:
+# async: FastAPI would run plain functions in the thread pool, a hop per request for no I/O
+async def get_state(request: Request) -> GatewayState:
     state: GatewayState = request.app.state.gw
     return state
 
 
-def get_owner(request: Request) -> str:
-    return get_state(request).auth(request)
+async def get_owner(request: Request) -> str:
+    state: GatewayState = request.app.state.gw
+    return state.auth(request)
 
 
 State = Annotated[GatewayState, Depends(get_state)]

@@ -53,11 +53,13 @@ def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) 
     )
     request_hash = hashlib.sha256(req.model_dump_json().encode()).hexdigest() if idem else ""
     job, created = state.store.create(job, idem, request_hash)
-    if created and req.mode == "sync" and spec.service_url(settings):
+    if not created:
+        return job, False
+    if req.mode == "sync" and spec.service_url(settings):
         threading.Thread(
             target=_run_direct, args=(state, job.id), name=f"direct-{job.id}", daemon=True
         ).start()
-    elif created:
+    else:
         try:
             state.queue.send(spec.queue, job.id, job.timeout_s)
         except DependencyDown:
@@ -67,8 +69,8 @@ def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) 
             except HarmoniaError:
                 pass
             raise
-        state.submitted.labels(req.model, req.mode).inc()
-    return job, created
+    state.submitted.labels(req.model, req.mode).inc()
+    return job, True
 
 
 def _run_direct(state: GatewayState, job_id: str) -> None:
@@ -84,8 +86,13 @@ async def submit(
     state: GatewayState, req: JobRequest, owner: str, idem: str | None, legacy: bool
 ) -> JSONResponse:
     job, _ = await run_in_threadpool(_submit, state, req, owner, idem)
-    if req.mode == "sync" and not job.finished:
-        await wait_finished(state.aredis, job.id, state.settings.sync_timeout_s)
+    # each sync waiter holds a Redis connection; past the cap a sync job answers 202 at once
+    if req.mode == "sync" and not job.finished and state.sync_waiters < state.settings.max_sync_waiters:
+        state.sync_waiters += 1
+        try:
+            await wait_finished(state.aredis, job.id, state.settings.sync_timeout_s)
+        finally:
+            state.sync_waiters -= 1
         job = await run_in_threadpool(state.store.get_for, job.id, owner)
     status = 200 if req.mode == "sync" and job.finished else 202
     return JSONResponse(
