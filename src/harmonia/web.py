@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +29,32 @@ STATUS_FOR: dict[type[errors.HarmoniaError], int] = {
     errors.RetryableError: 503,
     errors.EngineError: 500,
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `{"error": {"code", "message", "field"?}}`."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting the error envelope for these statuses."""
+    reasons = {
+        401: "missing or unknown API key",
+        404: "unknown, or not yours",
+        409: "conflict",
+        413: "body too large",
+        422: "invalid input (field names the problem)",
+        429: "rate limited (see Retry-After)",
+        503: "a dependency is down (the message says which)",
+    }
+    return {s: {"model": ErrorBody, "description": reasons.get(s, "error")} for s in statuses}
 
 
 class ApiError(Exception):
@@ -91,6 +118,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        too_large = next((e for e in (exc.__cause__, exc.__context__) if isinstance(e, _TooLarge)), None)
+        if too_large is not None:  # a chunked body ran past the limit while FastAPI was reading it
+            return error_response(
+                413, "too_large", f"request body is larger than the limit of {too_large.limit} bytes", "body"
+            )
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
             exc.status_code, "http_error"
         )
@@ -127,7 +159,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -150,7 +182,9 @@ class BodySizeLimit:
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 async def _empty_receive() -> Message:

@@ -39,20 +39,38 @@ def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]
     return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
-def check_webhook_url(url: str, *, allow_private: bool) -> None:
-    """InvalidInput unless `url` is http(s) to a host that resolves only to public addresses."""
+def check_webhook_url(
+    url: str, *, allow_private: bool
+) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses `url`'s host resolves to; InvalidInput unless it is http(s) and (unless private
+    targets are allowed) every address is public."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise InvalidInput("webhook_url must be an http:// or https:// URL with a host", "webhook_url")
-    if allow_private:
-        return
-    for addr in _addresses(parsed.hostname):
-        if not addr.is_global or addr.is_multicast:
-            raise InvalidInput(
-                f"webhook_url resolves to a non-public address ({addr}); "
-                "set HARMONIA_WEBHOOK_ALLOW_PRIVATE=true to allow it",
-                "webhook_url",
-            )
+    addresses = _addresses(parsed.hostname)
+    if not allow_private:
+        for addr in addresses:
+            if not addr.is_global or addr.is_multicast:
+                raise InvalidInput(
+                    f"webhook_url resolves to a non-public address ({addr}); "
+                    "set HARMONIA_WEBHOOK_ALLOW_PRIVATE=true to allow it",
+                    "webhook_url",
+                )
+    return addresses
+
+
+def _pinned(
+    url: str, addr: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> tuple[str, dict[str, str], dict]:
+    """`url` with its host replaced by the checked address (so a second DNS answer cannot redirect
+    the connection: DNS rebinding), plus the Host header and TLS server name of the original."""
+    parsed = urlparse(url)
+    host = parsed.hostname or ""
+    literal = f"[{addr}]" if addr.version == 6 else str(addr)
+    userinfo, _, hostport = parsed.netloc.rpartition("@")
+    netloc = (f"{userinfo}@" if userinfo else "") + literal + (f":{parsed.port}" if parsed.port else "")
+    extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
+    return parsed._replace(netloc=netloc).geturl(), {"Host": hostport}, extensions
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -75,10 +93,11 @@ def deliver(
 ) -> int:
     """POST `payload` to `url`; returns the final HTTP status. Raises on a refused URL or when every
     try failed (connection errors, 5xx)."""
-    check_webhook_url(url, allow_private=allow_private)
+    addresses = check_webhook_url(url, allow_private=allow_private)
+    target, host_header, extensions = _pinned(url, addresses[0])
     body = json.dumps(payload, separators=(",", ":")).encode()
     timestamp = str(int(time.time()))
-    headers = {"Content-Type": "application/json", "X-Harmonia-Timestamp": timestamp}
+    headers = {"Content-Type": "application/json", "X-Harmonia-Timestamp": timestamp, **host_header}
     if secret:
         headers["X-Harmonia-Signature"] = sign(secret, timestamp, body)
     with httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=False) as client:
@@ -86,7 +105,7 @@ def deliver(
             on=(httpx.TransportError, WebhookFailed), attempts=attempts, wait_initial=0.2, wait_max=2.0
         ):
             with attempt:
-                response = client.post(url, content=body, headers=headers)
+                response = client.post(target, content=body, headers=headers, extensions=extensions)
                 if response.status_code >= 500:
                     raise WebhookFailed(f"{response.status_code} from webhook")
                 return response.status_code

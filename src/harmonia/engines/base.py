@@ -9,9 +9,13 @@ Engines never import HTTP or Redis code; the worker, the model service and the C
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, StringConstraints
+
+#: Bounded strings for input schemas: every payload field declares a limit (not only the body size).
+Word = Annotated[str, StringConstraints(max_length=64)]  # names, notes, chords, phonemes
+Line = Annotated[str, StringConstraints(max_length=500)]  # a line of lyrics
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ planner, so an out-of-range or self-contradictory request is a 422 before anythi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from harmonia.engines.base import Line, Word
 from harmonia.engines.instruments import find_instrument, known_names
 from harmonia.engines.interpret import MAX_DURATION_S, MAX_TEMPO, MIN_DURATION_S, MIN_TEMPO, InterpretError
 from harmonia.engines.songplan import normalize_chord
@@ -26,8 +27,8 @@ class SectionIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=40, examples=["verse", "chorus"])
     bars: int | None = Field(None, ge=1, le=128)
-    chords: list[str] | None = Field(None, min_length=1, max_length=64, examples=[["Am", "F", "C", "G"]])
-    lyrics: list[str] | None = Field(None, max_length=64)
+    chords: list[Word] | None = Field(None, min_length=1, max_length=64, examples=[["Am", "F", "C", "G"]])
+    lyrics: list[Line] | None = Field(None, max_length=64)
 
     @field_validator("name")
     @classmethod
@@ -49,11 +50,15 @@ class Jen1Input(BaseModel):
     duration_s: float | None = Field(None, ge=MIN_DURATION_S, le=MAX_DURATION_S)
     tempo_bpm: float | None = Field(None, ge=MIN_TEMPO, le=MAX_TEMPO)
     key: str | None = Field(None, max_length=32, examples=["D minor", "F# major"])
-    instruments: list[str] | None = Field(None, min_length=1, max_length=8)
+    instruments: list[Word] | None = Field(None, min_length=1, max_length=8)
     genre: str | None = Field(None, min_length=1, max_length=80, examples=["lo-fi hip hop", "folk"])
     mood: str | None = Field(None, min_length=1, max_length=80, examples=["sad", "uplifting"])
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    lyrics: str | list[str] | None = Field(
+    lyrics: (
+        Annotated[str, StringConstraints(max_length=MAX_LYRICS_CHARS)]
+        | Annotated[list[Line], Field(max_length=256)]
+        | None
+    ) = Field(
         None, description="lines to sing; a blank line separates stanzas (spread over the sung sections)"
     )
     sections: list[SectionIn] | None = Field(

@@ -48,7 +48,7 @@ class MusicgenInput(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling; 1 = off")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="same seed, same audio; unset = random")
     audio_prompt: str | None = Field(
-        None, description="base64 WAV/FLAC to continue (returned audio includes it)"
+        None, max_length=16_000_000, description="base64 WAV/FLAC to continue (returned audio includes it)"
     )
     format: Literal["wav", "flac"] = "wav"
     stream: bool = Field(False, description="publish audio chunks while generating")

@@ -24,7 +24,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
 
 from harmonia.config import OllamaSettings
-from harmonia.engines.base import ArtifactData, EngineResult, RunContext
+from harmonia.engines.base import ArtifactData, EngineResult, RunContext, Word
 from harmonia.engines.llm import (
     Chunk,
     Completion,
@@ -275,14 +275,14 @@ class PlanOverrides(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = None
+    title: str | None = Field(None, max_length=120)
     tempo_bpm: float | None = Field(None, ge=20, le=300)
-    key: str | None = None
-    time_signature: str | None = None
-    genre: str | None = None
-    mood: str | None = None
+    key: Word | None = None
+    time_signature: Word | None = None
+    genre: str | None = Field(None, max_length=80)
+    mood: str | None = Field(None, max_length=80)
     duration_s: float | None = Field(None, gt=0, le=600)
-    instruments: list[str] | None = Field(None, max_length=16, description="names that must be in the band")
+    instruments: list[Word] | None = Field(None, max_length=16, description="names that must be in the band")
 
 
 def song_plan(
@@ -381,20 +381,20 @@ class _TaskInput(BaseModel):
 
 class EnhancePromptInput(_TaskInput):
     task: Literal["enhance_prompt"] = "enhance_prompt"
-    idea: str = Field(min_length=1)
+    idea: str = Field(min_length=1, max_length=DEFAULT_MAX_PROMPT_CHARS)
     duration_s: float | None = Field(None, gt=0, le=600)
 
 
 class SongPlanInput(_TaskInput):
     task: Literal["song_plan"] = "song_plan"
-    instructions: str = Field(min_length=1)
+    instructions: str = Field(min_length=1, max_length=DEFAULT_MAX_PROMPT_CHARS)
     overrides: PlanOverrides | None = None
 
 
 class LyricsInput(_TaskInput):
     task: Literal["lyrics"] = "lyrics"
-    theme: str = Field(min_length=1)
-    structure: list[str] = Field(
+    theme: str = Field(min_length=1, max_length=DEFAULT_MAX_PROMPT_CHARS)
+    structure: list[Word] = Field(
         default_factory=lambda: ["verse", "chorus", "verse", "chorus"], min_length=1, max_length=32
     )
     lines_per_section: int = Field(4, ge=1, le=16)

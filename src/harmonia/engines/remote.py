@@ -6,6 +6,7 @@ Only HTTP *client* code lives here (like the LLM client); the service side is `h
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 from typing import Any, ClassVar
@@ -32,7 +33,7 @@ class RemoteEngine:
         input_model: type[BaseModel],
         *,
         timeout_s: float = 600.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.model = model
         self.url = url.rstrip("/")
@@ -46,20 +47,25 @@ class RemoteEngine:
     def run(self, payload: BaseModel, ctx: RunContext) -> EngineResult:
         body = payload.model_dump(mode="json", exclude_unset=True)
         body.pop("stream", None)
+        # The request runs on a private event loop in a helper thread, so this thread keeps
+        # checking for cancel/time limit, and a stop cancels the request task, which closes its
+        # connection at once (the service then cancels work for a client that went away). A sync
+        # client closed from another thread would leave the request and its socket open.
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(self._post(body))
         outcome: dict[str, Any] = {}
-        client = httpx.Client(timeout=httpx.Timeout(self.timeout_s, connect=5.0), transport=self._transport)
 
-        def call() -> None:
+        def drive() -> None:
             try:
-                outcome["response"] = client.post(
-                    f"{self.url}/generate", json=body, headers={"Accept": "application/json"}
-                )
+                outcome["response"] = loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                outcome["canceled"] = True
             except httpx.HTTPError as exc:
                 outcome["error"] = exc
+            finally:
+                loop.close()
 
-        # the request runs in a thread so this one can keep checking for cancel/time limit; closing
-        # the client aborts the request, and the service cancels work for a client that went away
-        thread = threading.Thread(target=call, name=f"remote-{self.model}", daemon=True)
+        thread = threading.Thread(target=drive, name=f"remote-{self.model}", daemon=True)
         thread.start()
         ctx.progress(0.05, f"sent to {self.url}")
         try:
@@ -67,13 +73,20 @@ class RemoteEngine:
                 thread.join(POLL_S)
                 ctx.check()
         except JobStopped:
-            client.close()
+            loop.call_soon_threadsafe(task.cancel)
+            thread.join(5.0)
             raise
-        client.close()
         if "error" in outcome:
             exc = outcome["error"]
             raise RetryableError(f"{self.model} service at {self.url} unreachable: {exc}") from exc
         return self._result(outcome["response"])
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        timeout = httpx.Timeout(self.timeout_s, connect=5.0)
+        async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
+            return await client.post(
+                f"{self.url}/generate", json=body, headers={"Accept": "application/json"}
+            )
 
     def _result(self, response: httpx.Response) -> EngineResult:
         try:

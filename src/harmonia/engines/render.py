@@ -27,7 +27,7 @@ import tinysoundfont._tinysoundfont as tsf
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from harmonia.audio import analysis, encode
-from harmonia.engines.base import ArtifactData, EngineResult, RunContext
+from harmonia.engines.base import ArtifactData, EngineResult, RunContext, Word
 from harmonia.engines.instruments import resolve_program
 from harmonia.errors import EngineUnavailable, InvalidInput
 
@@ -41,7 +41,7 @@ _FADE_S = 0.03
 
 
 class NoteIn(BaseModel):
-    pitch: int | str = Field(description="MIDI number 0..127 or a name such as 'C4', 'F#3', 'Bb5'")
+    pitch: int | Word = Field(description="MIDI number 0..127 or a name such as 'C4', 'F#3', 'Bb5'")
     start: float = Field(ge=0, le=100_000, description="onset in beats (quarter notes)")
     duration: float = Field(gt=0, le=1000, description="length in beats")
     velocity: int = Field(90, ge=1, le=127)
@@ -56,7 +56,7 @@ class RenderInput(BaseModel):
     """Either `notes` (+ `instrument`, `tempo_bpm`) or `midi_b64`, never both."""
 
     notes: list[NoteIn] | None = Field(None, max_length=MAX_NOTES)
-    instrument: str | int = Field("piano", description="catalog/GM name or program number 0..127")
+    instrument: Word | int = Field("piano", description="catalog/GM name or program number 0..127")
     tempo_bpm: float = Field(120.0, ge=20, le=400)
     midi_b64: str | None = Field(None, max_length=8_000_000, description="base64 Standard MIDI File")
     sample_rate: Literal[32000, 44100, 48000] | None = Field(None, description="default: engine's")

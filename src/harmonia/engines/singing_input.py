@@ -22,12 +22,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harmonia.engines.base import Word
 from harmonia.engines.diffsinger_dictionary import PhonemeDictionary
 from harmonia.errors import InvalidInput
 
 LOWEST_NOTE = 24  # C1: below any singing voice a voicebank is trained on
 HIGHEST_NOTE = 96  # C7
 MAX_DURATION_S = 600.0
+MAX_SEQ = 20_000  # phonemes/notes per .ds segment
+MAX_F0 = 200_000  # f0 points per segment (10 min at 5.8 ms steps)
 SLUR_LYRICS = frozenset({"-", "+", "~", "+~", "+*"})
 REST_LYRICS = frozenset({"SP", "R", "rest", "r"})
 BREATH_LYRIC = "AP"
@@ -39,14 +42,17 @@ class NoteEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lyric: str = Field(
-        description="a word/syllable from the voicebank dictionary, '-' to slur, 'SP' rest, 'AP' breath"
+        max_length=64,
+        description="a word/syllable from the voicebank dictionary, '-' to slur, 'SP' rest, 'AP' breath",
     )
-    note: str | int = Field(description="note name such as 'C4', 'F#3', 'Bb4', a MIDI number, or 'rest'")
+    note: Word | int = Field(description="note name such as 'C4', 'F#3', 'Bb4', a MIDI number, or 'rest'")
     beats: float = Field(gt=0, le=64, description="length in beats at `tempo`")
     start: float | None = Field(
         None, ge=0, description="start in beats; default: right after the previous note"
     )
-    phonemes: list[str] | None = Field(None, description="explicit phonemes, overriding the dictionary")
+    phonemes: list[Word] | None = Field(
+        None, max_length=32, description="explicit phonemes, overriding the dictionary"
+    )
 
 
 class Vibrato(BaseModel):
@@ -67,11 +73,11 @@ class DsSegment(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     offset: float = Field(0.0, ge=0)
-    ph_seq: list[str]
-    ph_dur: list[float]
-    note_seq: list[str] | None = None
-    note_dur: list[float] | None = None
-    f0_seq: list[float] | None = None
+    ph_seq: list[Word] = Field(max_length=MAX_SEQ)
+    ph_dur: list[float] = Field(max_length=MAX_SEQ)
+    note_seq: list[Word] | None = Field(None, max_length=MAX_SEQ)
+    note_dur: list[float] | None = Field(None, max_length=MAX_SEQ)
+    f0_seq: list[float] | None = Field(None, max_length=MAX_F0)
     f0_timestep: float | None = Field(None, gt=0)
 
     _split = field_validator("ph_seq", "ph_dur", "note_seq", "note_dur", "f0_seq", mode="before")(
@@ -88,7 +94,7 @@ class SingingRequest(BaseModel):
     tempo: float = Field(120.0, gt=10, le=400, description="beats per minute for `notes`")
     midi_base64: str | None = Field(None, max_length=8_000_000, description="a .mid file with lyric events")
     ds: list[DsSegment] | None = Field(None, max_length=2000, description="native .ds segments")
-    speaker: str | None = Field(None, description="speaker of a multi-speaker voicebank; default: the first")
+    speaker: Word | None = Field(None, description="speaker of a multi-speaker voicebank; default: the first")
     steps: int = Field(20, ge=1, le=1000, description="diffusion sampling steps")
     depth: float = Field(1.0, gt=0, le=1, description="shallow-diffusion depth (fraction)")
     gender: float = Field(

@@ -24,7 +24,7 @@ from harmonia.jobs.queue import JobQueue
 from harmonia.jobs.runner import LeaseKeeper, Runner
 from harmonia.jobs.store import JobStore
 from harmonia.storage import ArtifactStore, build_store
-from harmonia.web import BodySizeLimit, install_error_handlers
+from harmonia.web import BodySizeLimit, error_responses, install_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,10 @@ def create_app(
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveRequests, latency=state.latency, requests=state.requests)
-    app.include_router(jobs.router)
-    app.include_router(artifact_routes.router)
-    app.include_router(models.router)
+    api_errors = error_responses(401, 404, 409, 413, 422, 429, 503)
+    app.include_router(jobs.router, responses=api_errors)
+    app.include_router(artifact_routes.router, responses=api_errors)
+    app.include_router(models.router, responses=api_errors)
     app.include_router(health.router)
     app.include_router(console.router)
 
