@@ -18,6 +18,7 @@ protocol says -> `MalformedStream`; no answer in time -> `LLMTimeout`.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ def _ns_to_s(value: Any) -> float | None:
     return round(value / 1e9, 6) if isinstance(value, int | float) else None
 
 
-class LLMClient:
+class LLMClient(ABC):
     """Shared transport: URLs, auth, timeouts, connection retries, error translation, streaming."""
 
     backend: ClassVar[str] = "?"
@@ -128,6 +129,7 @@ class LLMClient:
 
     # --- public interface (the backends fill in the protocol) -------------------------------------
 
+    @abstractmethod
     def stream_chat(
         self,
         messages: list[Message],
@@ -137,8 +139,9 @@ class LLMClient:
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
     ) -> Iterator[Chunk]:
-        raise NotImplementedError
+        """Implemented by each backend."""
 
+    @abstractmethod
     def stream_generate(
         self,
         prompt: str,
@@ -149,13 +152,15 @@ class LLMClient:
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
     ) -> Iterator[Chunk]:
-        raise NotImplementedError
+        """Implemented by each backend."""
 
+    @abstractmethod
     def list_models(self) -> list[str]:
-        raise NotImplementedError
+        """Implemented by each backend."""
 
+    @abstractmethod
     def version(self) -> str | None:
-        raise NotImplementedError
+        """Implemented by each backend."""
 
     def chat(
         self,
