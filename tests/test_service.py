@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import uvicorn
 from pydantic import BaseModel
 
 pytest.importorskip("torch")
@@ -27,32 +25,7 @@ from harmonia.engines.base import EngineResult
 from harmonia.engines.musicgen import MusicgenEngine
 from harmonia.engines.musicgen_tiny import make_tiny_musicgen
 from harmonia.service import create_model_app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    def __init__(self, app: Any) -> None:
-        self.port = _free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+from helpers import ServerThread
 
 
 def _wait_ready(url: str) -> None:
@@ -67,7 +40,7 @@ def _wait_ready(url: str) -> None:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path = make_tiny_musicgen(tmp_path_factory.mktemp("svc") / "tiny")
     settings = Settings(musicgen=MusicgenSettings(model=str(path), max_wait_ms=5), max_body_bytes=200_000)
-    srv = _Server(create_model_app(MusicgenEngine(settings.musicgen), settings))
+    srv = ServerThread(create_model_app(MusicgenEngine(settings.musicgen), settings)).start()
     _wait_ready(srv.url)
     yield srv.url
     srv.stop()
@@ -183,7 +156,7 @@ class _GatedEngine:
 
 def test_readyz_is_503_until_loaded_and_failed_load_is_reported(tmp_path: Path) -> None:
     engine = _GatedEngine()
-    srv = _Server(create_model_app(engine, Settings()))
+    srv = ServerThread(create_model_app(engine, Settings())).start()
     try:
         assert httpx.get(f"{srv.url}/healthz").status_code == 200
         r = httpx.get(f"{srv.url}/readyz")
@@ -197,7 +170,7 @@ def test_readyz_is_503_until_loaded_and_failed_load_is_reported(tmp_path: Path) 
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     failures: list[BaseException] = []
     bad = MusicgenEngine(MusicgenSettings(model=str(tmp_path)))
-    srv = _Server(create_model_app(bad, Settings(), on_load_failure=failures.append))
+    srv = ServerThread(create_model_app(bad, Settings(), on_load_failure=failures.append)).start()
     try:
         deadline = time.monotonic() + 30
         while not failures and time.monotonic() < deadline:
