@@ -302,7 +302,9 @@ class Runner:
             )
             if outcome == "ok":
                 # Dramatiq's Retries middleware re-enqueues it with backoff (it retries RetryableError)
-                raise exc if isinstance(exc, RetryableError) else RetryableError(str(exc)) from exc
+                if isinstance(exc, RetryableError):
+                    raise exc
+                raise RetryableError(str(exc)) from exc
             return
         self._fail(ctx, exc.code, f"{exc} (gave up after {retries + 1} attempts)", retryable=True)
         raise RetriesExhausted(str(exc)) from exc
