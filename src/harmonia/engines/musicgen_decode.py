@@ -4,9 +4,9 @@
 `torch.cat`, re-applies the delay pattern to the whole sequence and walks a list of logits
 processors at every step. This loop keeps the same weights and the same arithmetic but:
 
-- a static KV cache per layer (keys and values in one tensor, written with one `index_copy_`),
-  preallocated for the whole sequence; cross-attention keys/values of the text are computed once
-  per decode, not per step;
+- a static KV cache per layer (keys and values in one tensor, written with one strided copy, or
+  one `index_copy_` at a device-tensor position under CUDA graphs), preallocated for the whole
+  sequence; cross-attention keys/values of the text are computed once per decode, not per step;
 - fused products (`musicgen_packed`): self-attention q/k/v in one matrix product and the codebook
   heads in another, only for the last position; optionally int8 on CPU;
 - the delay pattern is a precomputed `forced` tensor (`-1` where the model chooses, otherwise the
@@ -143,29 +143,35 @@ class FastDecoder:
         emb = sum(self.core.embed_tokens[k](tokens[:, k]) for k in range(self.K))
         return emb.repeat(2, 1, 1) if cfg else emb
 
-    def _layers(self, h, st: _State, write_idx, kv_len: int, self_mask, causal: bool, every: bool = False):
+    def _layers(self, h, st: _State, write_at, kv_len: int, self_mask, causal: bool, every: bool = False):
+        """`write_at`: the first position written (int), or a device tensor of positions (graphs)."""
         H, hd = self.H, self.hd
-        for li, layer in enumerate(self.packed.layers):
+        for li, f in enumerate(self.packed.steps):
             R, n, D = h.shape
-            qkv = layer.qkv(layer.ln_self(h)).view(R, n, 3, H, hd)
+            qkv = f.qkv(f.ln_self(h)).view(R, n, 3, H, hd)
             cache = st.kv[li]  # (2, R, H, T, hd)
-            cache.index_copy_(3, write_idx, qkv[:, :, 1:].permute(2, 0, 3, 1, 4))
+            kv = qkv[:, :, 1:].permute(2, 0, 3, 1, 4)
+            if isinstance(write_at, int):  # a plain strided copy; index_copy_ costs ~4x more here
+                cache[:, :, :, write_at : write_at + n].copy_(kv)
+            else:
+                cache.index_copy_(3, write_at, kv)
             a = F.scaled_dot_product_attention(
                 qkv[:, :, 0].transpose(1, 2), cache[0, :, :, :kv_len], cache[1, :, :, :kv_len],
                 attn_mask=self_mask, is_causal=causal, scale=self.scaling,
             )  # fmt: skip
-            h = h + layer.out(a.transpose(1, 2).reshape(R, n, D))
-            q = layer.cross_q(layer.ln_cross(h)).view(R, n, H, hd).transpose(1, 2)
+            h = h + f.out(a.transpose(1, 2).reshape(R, n, D))
+            q = f.cross_q(f.ln_cross(h)).view(R, n, H, hd).transpose(1, 2)
             a = F.scaled_dot_product_attention(
                 q, st.ck[li], st.cv[li], attn_mask=st.cmask, scale=self.scaling
             )
-            h = h + layer.cross_out(a.transpose(1, 2).reshape(R, n, D))
-            h = h + layer.fc2(layer.act(layer.fc1(layer.ln_ffn(h))))
+            h = h + f.cross_out(a.transpose(1, 2).reshape(R, n, D))
+            h = h + f.fc2(f.act(f.fc1(f.ln_ffn(h))))
+        heads = self.packed.heads_fn
         if every:  # all positions (teacher-forced scoring): (R, K, n, V)
             h = self.core.layer_norm(h)
-            return self.packed.heads(h).view(h.shape[0], h.shape[1], self.K, self.V).transpose(1, 2).float()
+            return heads(h).view(h.shape[0], h.shape[1], self.K, self.V).transpose(1, 2).float()
         h = self.core.layer_norm(h[:, -1])  # only the last position is sampled
-        return self.packed.heads(h).view(h.shape[0], self.K, self.V).float()
+        return heads(h).view(h.shape[0], self.K, self.V).float()
 
     def _select(self, logits: torch.Tensor, st: _State, pos, generator) -> torch.Tensor:
         """CFG + warpers + sampling for the token at `pos + 1`; returns forced-applied tokens (B, K)."""
@@ -215,7 +221,8 @@ class FastDecoder:
             mask = (st.arange_t <= pos).view(1, 1, 1, -1)
             logits = self._layers(h, st, pos.view(1), st.T, mask, False)
         else:
-            logits = self._layers(h, st, pos.view(1), int(st.pos_host) + 1, None, False)
+            p = int(st.pos_host)
+            logits = self._layers(h, st, p, p + 1, None, False)
         tok = self._select(logits, st, pos, generator)
         st.seq.index_copy_(2, (pos + 1).view(1), tok.unsqueeze(-1))
         pos.add_(1)
@@ -233,7 +240,7 @@ class FastDecoder:
         st = _State.create(self, cond, rows, forced)
         n = st.T - 1
         h = self._embed(st.seq[:, :, :n], st.cfg) + self.core.embed_positions.weights[:n].to(st.dtype)
-        logits = self._layers(h, st, torch.arange(n, device=self.device), n, None, True, every=True)
+        logits = self._layers(h, st, 0, n, None, True, every=True)
         if st.cfg:
             cond_l, uncond = logits[: st.B], logits[st.B :]
             logits = torch.where(st.use_cfg[..., None], uncond + (cond_l - uncond) * st.gs[..., None], cond_l)
@@ -265,9 +272,8 @@ class FastDecoder:
         p0 = min(plen)
         results: list[torch.Tensor | None] = [None] * len(rows)
         # Prefill positions [0, p0) in one pass (as generate() does), then sample position p0.
-        idx = torch.arange(p0, device=self.device)
         h = self._embed(st.seq[:, :, :p0], st.cfg) + self.core.embed_positions.weights[:p0].to(st.dtype)
-        logits = self._layers(h, st, idx, p0, None, p0 > 1)
+        logits = self._layers(h, st, 0, p0, None, p0 > 1)
         st.pos.fill_(p0 - 1)
         st.seq[:, :, p0] = self._select(logits, st, st.pos, generator)
         st.pos.fill_(p0)
