@@ -115,3 +115,26 @@ def test_harmonia_up_stop_start_keeps_jobs_and_results(tmp_path: Path) -> None:
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0
+
+
+def test_valkey_orphaned_by_a_killed_up_is_stopped_before_a_restart(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    up = _harmonia_up(tmp_path / "d", port)
+    try:
+        wait_for(lambda: _ready(url), timeout=60, interval=0.2)
+        done = httpx.post(url + "/v1/jobs", json={"model": "noop", "mode": "sync", "payload": {}}).json()
+        assert done["status"] == "succeeded"
+    finally:
+        up.send_signal(signal.SIGKILL)  # no chance to stop its Valkey
+        up.wait()
+    pid = int((tmp_path / "d" / "valkey" / "valkey.pid").read_text())
+    assert Path(f"/proc/{pid}").exists()  # the orphan still owns the data dir
+    up = _harmonia_up(tmp_path / "d", port)
+    try:
+        wait_for(lambda: _ready(url), timeout=60, interval=0.2)
+        assert not Path(f"/proc/{pid}").exists()  # stopped before the new server started
+        assert httpx.get(f"{url}/v1/jobs/{done['id']}").json()["status"] == "succeeded"
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -61,10 +63,33 @@ class EmbeddedValkey:
                 "dbfilename": "dump.rdb",
                 "aclfile": str(acl),
                 "logfile": "valkey.log",
+                "pidfile": str(self.dir / "valkey.pid"),
             },
         )
 
+    def _stop_orphan(self, timeout: float = 15.0) -> None:
+        """A server left running by a `harmonia up` that was killed (SIGKILL gives it no chance to
+        stop its child) still owns this data dir: stop it (SIGTERM: it flushes) before starting,
+        so two servers never write the same AOF."""
+        pidfile = self.dir / "valkey.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        # only a server started on this data dir (its command line names our valkey.conf)
+        if b"valkey-server" not in cmdline or str(self.dir).encode() not in cmdline:
+            return
+        log.warning("stopping Valkey pid %d left running on %s by an earlier run", pid, self.dir)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+
     def start(self, timeout: float = 15.0) -> str:
+        self._stop_orphan()
         try:
             self._server.start(timeout=timeout)
         except (ValkeyServerError, OSError) as exc:
