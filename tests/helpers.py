@@ -107,3 +107,31 @@ def wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> A
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+class RecordingContext:
+    """A RunContext for engine tests: records progress and events, cancels after `cancel_after`
+    checks. Subclasses set `check_on_progress` when progress should also count as a check."""
+
+    check_on_progress = False
+
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.cancel_after = cancel_after
+        self.checks = 0
+        self.progress_calls: list[tuple[float, str]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.progress_calls.append((fraction, message))
+        if self.check_on_progress:
+            self.check()
+
+    def check(self) -> None:
+        from harmonia.errors import JobCanceled
+
+        self.checks += 1
+        if self.cancel_after is not None and self.checks > self.cancel_after:
+            raise JobCanceled("canceled by test")
+
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        self.events.append((kind, data))

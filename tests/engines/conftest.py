@@ -1,4 +1,6 @@
-"""Fixtures for engine tests: a tiny random MusicGen checkpoint written to disk once per session.
+"""Fixtures for engine tests: a tiny random MusicGen checkpoint written to disk once per session,
+and the Ollama daemon the LLM tests talk to (the fake one, or a real one when
+HARMONIA_TEST_OLLAMA_URL is set).
 
 Real architecture (T5 encoder + offline tokenizer, EnCodec 32 kHz, MusicGen decoder), random
 weights, saved with `save_pretrained`; tests load it back through the engine's own loader.
@@ -6,9 +8,12 @@ weights, saved with `save_pretrained`; tests load it back through the engine's o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from fake_ollama import FakeOllama, real_ollama
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +32,25 @@ def tiny_musicgen_stereo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from harmonia.engines.musicgen_tiny import make_tiny_musicgen
 
     return make_tiny_musicgen(tmp_path_factory.mktemp("musicgen") / "tiny-stereo", stereo=True, seed=1)
+
+
+REAL_OLLAMA = real_ollama()  # read at import: the suite clears HARMONIA_* around every test
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[FakeOllama | None]:
+    """The fake daemon, or None when the suite runs against a real Ollama."""
+    if REAL_OLLAMA:
+        yield None
+        return
+    with FakeOllama() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(daemon: FakeOllama | None) -> FakeOllama:
+    """The fake daemon, emptied; tests that script answers use it and skip against a real one."""
+    if daemon is None:
+        pytest.skip("needs scripted answers; not possible against a real Ollama")
+    daemon.reset()
+    return daemon

@@ -21,24 +21,7 @@ from harmonia.engines.jen1 import Jen1Engine, Jen1Input
 from harmonia.engines.render import RenderEngine
 from harmonia.engines.theory import parse_key
 from harmonia.errors import InvalidInput, JobCanceled
-
-
-class Recorder:
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.cancel_after = cancel_after
-        self.checks = 0
-        self.progress_calls: list[tuple[float, str]] = []
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self.progress_calls.append((fraction, message))
-
-    def check(self) -> None:
-        self.checks += 1
-        if self.cancel_after is not None and self.checks > self.cancel_after:
-            raise JobCanceled("canceled by test")
-
-    def event(self, kind: str, data: dict[str, Any]) -> None:
-        pass
+from helpers import RecordingContext as Recorder
 
 
 @pytest.fixture(scope="module")

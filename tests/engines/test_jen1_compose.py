@@ -22,29 +22,14 @@ from harmonia.engines.jen1 import Jen1Engine
 from harmonia.engines.render import RenderEngine
 from harmonia.engines.theory import parse_key
 from harmonia.errors import InvalidInput, JobCanceled
+from helpers import RecordingContext
 
 LOFI = "a 30 second lo-fi hip hop beat with piano and soft drums"
 FOLK = "a sad folk song about the sea with a female voice"
 
 
-class Recorder:
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.cancel_after = cancel_after
-        self.checks = 0
-        self.progress_calls: list[tuple[float, str]] = []
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self.progress_calls.append((fraction, message))
-        self.check()
-
-    def check(self) -> None:
-        self.checks += 1
-        if self.cancel_after is not None and self.checks > self.cancel_after:
-            raise JobCanceled("canceled by test")
-
-    def event(self, kind: str, data: dict[str, Any]) -> None:
-        self.events.append((kind, data))
+class Recorder(RecordingContext):
+    check_on_progress = True
 
 
 class Piece:

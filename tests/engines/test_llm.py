@@ -28,24 +28,6 @@ MISSING = "harmonia-no-such-model:0b"
 HI = [{"role": "user", "content": "Say hello in one word."}]
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[FakeOllama | None]:
-    if REAL:
-        yield None
-        return
-    with FakeOllama() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(daemon: FakeOllama | None) -> FakeOllama:
-    """The fake daemon, emptied; tests that script answers use it and skip against a real one."""
-    if daemon is None:
-        pytest.skip("needs scripted answers; not possible against a real Ollama")
-    daemon.reset()
-    return daemon
-
-
 @pytest.fixture
 def url(daemon: FakeOllama | None) -> str:
     if daemon is not None:

@@ -55,23 +55,6 @@ PLAN = {
 }
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[FakeOllama | None]:
-    if REAL:
-        yield None
-        return
-    with FakeOllama() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(daemon: FakeOllama | None) -> FakeOllama:
-    if daemon is None:
-        pytest.skip("needs scripted answers; not possible against a real Ollama")
-    daemon.reset()
-    return daemon
-
-
 @pytest.fixture
 def client(daemon: FakeOllama | None) -> Iterator[OllamaClient]:
     if daemon is not None:

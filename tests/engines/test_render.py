@@ -17,26 +17,7 @@ from harmonia.audio import analysis, encode
 from harmonia.engines.base import LocalContext
 from harmonia.engines.render import RenderEngine, RenderInput, default_soundfont
 from harmonia.errors import EngineUnavailable, InvalidInput, JobCanceled
-
-
-class Recorder:
-    """A RunContext that records progress and cancels after `cancel_after` checks."""
-
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.cancel_after = cancel_after
-        self.checks = 0
-        self.progress_calls: list[tuple[float, str]] = []
-
-    def progress(self, fraction: float, message: str = "") -> None:
-        self.progress_calls.append((fraction, message))
-
-    def check(self) -> None:
-        self.checks += 1
-        if self.cancel_after is not None and self.checks > self.cancel_after:
-            raise JobCanceled("canceled by test")
-
-    def event(self, kind: str, data: dict[str, Any]) -> None:
-        pass
+from helpers import RecordingContext as Recorder
 
 
 @pytest.fixture(scope="module")
