@@ -7,7 +7,9 @@ termination grace period (deploy/k8s/README.md).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import dramatiq
 import redis
@@ -16,6 +18,8 @@ from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from harmonia.config import Settings
 from harmonia.errors import DependencyDown, RetryableError
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "dramatiq"
 #: The Dramatiq TimeLimit is a backstop behind the runner's own deadline (checked at each
@@ -27,32 +31,89 @@ BELL_PREFIX = "harmonia:bell:"
 
 
 class _BellConsumer(_RedisConsumer):  # type: ignore[misc]
-    """Dramatiq's Redis consumer polls an idle queue with a sleep of up to the worker timeout
-    (1 s), which puts up to a second between submit and start. This one polls without that sleep
-    and instead waits on a "doorbell" list that senders push to, so an idle worker wakes at once."""
+    """Dramatiq's Redis consumer with two changes.
 
-    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, idle_ms: int) -> None:
+    Doorbell: the stock consumer polls an idle queue with a sleep of up to the worker timeout
+    (1 s), which puts up to a second between submit and start. This one polls without that sleep
+    and instead waits on a "doorbell" list that senders push to, so an idle worker wakes at once.
+
+    Recovery after a connection error: a fetch moves message ids into this worker's ack set in
+    Redis before the reply reaches us, and Dramatiq drops its prefetch cache and delay queue when
+    it restarts a consumer on a connection error. Either way a message can sit in the ack set of a
+    live worker (whose heartbeat never lapses, so Dramatiq never redelivers it) while no thread
+    holds it: its job would stay queued forever. So the first thing a restarted consumer does is
+    put every message in its ack set that no thread of this process holds back on the queue. A
+    message that was in fact still held only runs twice, which the job's claim makes harmless.
+    """
+
+    def __init__(
+        self, broker: _Broker, queue_name: str, prefetch: int, idle_ms: int, held: set[str], recover: bool
+    ) -> None:
         super().__init__(broker, queue_name, prefetch, timeout=1)
         self.bell = BELL_PREFIX + queue_name
         self.idle_s = max(idle_ms / 1000, 0.01)
+        #: Redis message ids handed to this process's threads and not yet acked, shared by every
+        #: consumer of this queue in the process (a restarted consumer inherits them).
+        self.held = held
+        self.recover = recover
 
     def __next__(self):  # type: ignore[no-untyped-def]
+        if self.recover:
+            self._requeue_unheld()
         # Wait on the bell only when a fetch came back empty (the queue is idle). With the
         # prefetch window full, super() returns None without fetching; waiting then would stall a
         # busy queue for up to idle_s per message.
         could_fetch = not self.message_cache and self.outstanding_message_count < self.prefetch
         message = super().__next__()
-        if message is None and could_fetch:
+        if message is not None:
+            self.held.add(message.options["redis_message_id"])
+        elif could_fetch:
             try:
                 self.broker.client.blpop([self.bell], timeout=self.idle_s)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 raise dramatiq.errors.ConnectionClosed(exc) from None
         return message
 
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        try:
+            super().ack(message)
+        finally:
+            self.held.discard(message.options["redis_message_id"])
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        try:
+            super().nack(message)
+        finally:
+            self.held.discard(message.options["redis_message_id"])
+
+    def _requeue_unheld(self) -> None:
+        if self.queue_name.endswith(".DQ"):
+            # a delay-queue consumer's messages wait in its consumer thread's delay queue, which
+            # Dramatiq empties when it restarts the consumer: none is held any more
+            self.held.clear()
+        key = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        try:
+            in_acks = {m.decode() for m in self.broker.client.smembers(key)}
+            lost = sorted(in_acks - self.held)
+            if lost:
+                log.warning(
+                    "re-enqueuing %d message(s) of %s that no thread holds", len(lost), self.queue_name
+                )
+                self.broker.do_requeue(self.queue_name, *lost)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise dramatiq.errors.ConnectionClosed(exc) from None
+        self.recover = False
+
 
 class _Broker(RedisBroker):  # type: ignore[misc]
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._held: dict[str, set[str]] = {}
+
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _BellConsumer:
-        return _BellConsumer(self, queue_name, prefetch, idle_ms=timeout)
+        restarted = queue_name in self._held
+        held = self._held.setdefault(queue_name, set())
+        return _BellConsumer(self, queue_name, prefetch, idle_ms=timeout, held=held, recover=restarted)
 
 
 def actor_name(queue: str) -> str:
