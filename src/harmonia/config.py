@@ -22,8 +22,10 @@ class MusicgenSettings(BaseModel):
     max_batch_size: int = Field(8, ge=1, le=256)
     max_wait_ms: float = Field(20.0, ge=0, le=10_000)
     max_duration_s: float = Field(120.0, gt=0)
-    quantize: Literal["none", "int8"] = Field(
-        "none", description="CPU: dynamic int8 decoder (faster, not exact)"
+    quantize: Literal["auto", "none", "int8"] = Field(
+        "auto",
+        description="auto: int8 on CPU, none on CUDA. int8 (CPU only): dynamic int8 decoder products, "
+        "~2.5x faster than float32 there but not bit for bit the float model's tokens; none: float",
     )
     cuda_graphs: bool = True
     window_s: float = Field(30.0, gt=1, le=40, description="longer audio is generated in windows")

@@ -31,7 +31,9 @@ def engine(tiny_musicgen: Path):
     settings = MusicgenSettings(
         model=str(tiny_musicgen), max_batch_size=4, max_wait_ms=300, max_duration_s=10
     )
-    eng = MusicgenEngine(settings, options=MusicgenOptions(window_s=1.0, overlap_s=0.4, tick_every=5))
+    eng = MusicgenEngine(
+        settings, options=MusicgenOptions(quantize="none", window_s=1.0, overlap_s=0.4, tick_every=5)
+    )
     eng.load()
     yield eng
     eng.close()
@@ -225,7 +227,10 @@ def test_a_canceled_request_leaves_its_batch_mates_alone(engine: MusicgenEngine)
 
 
 def test_stereo_checkpoint_gives_stereo_audio_and_matches_generate(tiny_musicgen_stereo: Path) -> None:
-    eng = MusicgenEngine(MusicgenSettings(model=str(tiny_musicgen_stereo), max_wait_ms=0))
+    eng = MusicgenEngine(
+        MusicgenSettings(model=str(tiny_musicgen_stereo), max_wait_ms=0),
+        options=MusicgenOptions(quantize="none"),
+    )
     try:
         result = eng.run(MusicgenInput(text="jazz", duration_s=0.5, temperature=0), LocalContext())
         audio = audio_io.decode(result.artifacts[0].data)

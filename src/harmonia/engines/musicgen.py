@@ -67,7 +67,7 @@ class MusicgenOptions:
 
     # auto: int8 on CPU, none on CUDA. int8: CPU dynamic quantization of the decoder's products,
     # several times faster than float32 there but not the float model's tokens.
-    quantize: Literal["auto", "none", "int8"] = "none"
+    quantize: Literal["auto", "none", "int8"] = "auto"
     cuda_graphs: bool = True
     window_s: float = 30.0  # longest single decode; MusicGen was trained on 30 s
     overlap_s: float = 10.0  # context carried into each continuation window

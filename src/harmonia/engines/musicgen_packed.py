@@ -13,7 +13,7 @@ fused tensor, so `generate()` still works on the same model and memory does not 
 
 `quantize="int8"` (CPU) replaces the fused float products with dynamic int8 ones
 (`torch.ao` dynamic quantization, per-output-channel weight scales): a quarter of the weight bytes
-per step. The tokens are no longer those of the float model; see `bench/musicgen_int8_check.py`.
+per step. The tokens are no longer those of the float model; `bench/musicgen.py` prints how often they agree.
 The float model stays in memory next to the int8 copy (the text encoder, cross-attention keys and
 values of the prompt and `generate()` still use it).
 
