@@ -1,18 +1,29 @@
-"""A worker that lost its connection to Redis must not strand messages in its own ack set: the
-fetch script may have moved them there before the reply was lost, or Dramatiq may have dropped
-its prefetch cache and delay queue when it restarted the consumer. A restarted consumer puts every
-such message back on the queue and leaves alone the ones this process's threads still hold."""
+"""No queued job may be left without a message that carries it.
+
+- A worker that lost its connection to Redis must not strand messages in its own ack set: the
+  fetch script may have moved them there before the reply was lost, or Dramatiq may have dropped
+  its prefetch cache and delay queue when it restarted the consumer. A restarted consumer puts
+  every such message back on the queue and leaves alone the ones this process's threads hold.
+- Whatever else loses a message (a retry whose re-enqueue failed as Redis went down, after the
+  job was marked queued for it), the reaper finds queued jobs whose message is gone from the
+  broker and enqueues them again; a job whose message is waiting is left alone.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import dramatiq
 import pytest
 
 from harmonia.config import Settings
-from harmonia.jobs.queue import JobQueue
+from harmonia.jobs.models import Job, JobState
+from harmonia.jobs.queue import NAMESPACE, JobQueue
+from harmonia.jobs.runner import Reaper
+from harmonia.jobs.store import QUEUED_KEY, JobStore, new_job_id
 from harmonia.redis_client import connect
+from helpers import wait_for
 
 
 @pytest.fixture
@@ -89,3 +100,77 @@ def test_a_first_consumer_requeues_nothing(queue: JobQueue) -> None:
     consumer = queue.broker.consume("noop", prefetch=1)
     assert [m.args for m in _take(consumer, 1)] == [("only",)]
     assert _take(consumer, 1, timeout=0.5) == []
+
+
+def _job(model: str = "noop") -> Job:
+    return Job(id=new_job_id(), model=model, queue=model, owner="o", payload={}, timeout_s=10)
+
+
+def test_the_queued_index_follows_the_job_through_its_states(settings: Settings) -> None:
+    assert settings.redis_url
+    store = JobStore(connect(settings.redis_url), lease_s=5)
+    indexed = lambda job_id: store.r.zscore(QUEUED_KEY, job_id) is not None  # noqa: E731
+    job, _ = store.create(_job())
+    assert indexed(job.id)
+    _, claim, _ = store.claim(job.id)
+    assert not indexed(job.id)
+    assert store.transition(job.id, JobState.queued, claim=claim)[0] == "ok"  # queued for a retry
+    assert indexed(job.id)
+    assert store.cancel(job.id) == "canceled" and not indexed(job.id)
+    other, _ = store.create(_job())
+    store.delete(other)
+    assert not indexed(other.id)
+    assert store.queued_due(grace_ms=60_000) == []  # nothing is old enough
+
+
+@pytest.fixture
+def reaper_parts(settings: Settings) -> tuple[JobStore, JobQueue, Reaper]:
+    assert settings.redis_url
+    client = connect(settings.redis_url)
+    store = JobStore(client, lease_s=5)
+    queue = JobQueue(settings, client, ["noop"], note_message=store.note_message)
+    return store, queue, Reaper(store, queue, grace_ms=50, interval_s=60)
+
+
+def _message(store: JobStore, job_id: str) -> tuple[str, str]:
+    status, broker_queue, message_id = store.message_of(job_id)
+    assert status == "queued"
+    return broker_queue, message_id
+
+
+def test_a_queued_job_whose_message_is_waiting_is_left_alone(reaper_parts: Any) -> None:
+    store, queue, reaper = reaper_parts
+    job, _ = store.create(_job())
+    queue.send("noop", job.id, job.timeout_s)
+    broker_queue, message_id = _message(store, job.id)
+    assert broker_queue == "noop" and queue.message_alive("noop", message_id)
+    time.sleep(0.1)
+    assert reaper.reap() == [] and queue.depth("noop") == 1
+
+    queue.send("noop", (delayed := store.create(_job())[0]).id, 10, delay_ms=60_000)
+    assert _message(store, delayed.id)[0] == "noop.DQ"  # a delayed retry's message counts too
+    time.sleep(0.1)
+    assert reaper.reap() == []
+
+
+def test_a_queued_job_whose_message_is_gone_is_enqueued_again(reaper_parts: Any) -> None:
+    store, queue, reaper = reaper_parts
+    job, _ = store.create(_job())
+    queue.send("noop", job.id, job.timeout_s)
+    _, lost = _message(store, job.id)
+    # the message disappears from the broker while the job still says queued
+    store.r.lrem(f"{NAMESPACE}:noop", 0, lost)
+    store.r.hdel(f"{NAMESPACE}:noop.msgs", lost)
+    never_sent, _ = store.create(_job())  # the record was written, its message never was
+    time.sleep(0.1)
+    assert sorted(reaper.reap()) == sorted([job.id, never_sent.id])
+    assert queue.depth("noop") == 2
+    _, fresh = _message(store, job.id)
+    assert fresh != lost and queue.message_alive("noop", fresh)
+    assert reaper.reap() == []  # looked at again only after another grace period
+
+
+def test_a_worker_runs_a_queued_job_that_lost_its_message(settings: Settings, worker: Any) -> None:
+    job, _ = worker.store.create(_job())  # recorded as queued; no message was ever sent
+    final = wait_for(lambda: (j := worker.store.get(job.id)).status == JobState.succeeded and j, timeout=60)
+    assert final.attempts == 1

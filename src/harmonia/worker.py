@@ -49,7 +49,9 @@ class WorkerProcess:
             result_ttl_s=settings.result_ttl_s,
             lease_s=settings.lease_s,
         )
-        self.queue = JobQueue(settings, client, self.queues)
+        # every known queue is declared (the reaper may re-enqueue a job of any of them); the
+        # Dramatiq worker below consumes only this worker's queues
+        self.queue = JobQueue(settings, client, sorted(known), note_message=self.store.note_message)
         self.leases = LeaseKeeper(self.store, interval_s=max(settings.lease_s / 3, 0.2))
         self.artifacts = artifacts or build_store(settings)
         self.runner = Runner(settings, self.store, self.queue, self.registry, self.artifacts, self.leases)

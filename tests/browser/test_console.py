@@ -138,6 +138,9 @@ def test_sync_submit_answers_with_the_finished_job(console: Console) -> None:
     assert resp.value.status == 200
     body = resp.value.json()
     assert body["status"] == "succeeded"
+    # the page handles the answer after the browser has it: wait for the status it writes
+    page.wait_for_selector("#job-status[data-status=succeeded]")
+    page.wait_for_selector(f"#submit-status:has-text('Job {body['id']} succeeded.')")
     assert console.text("#submit-status") == f"Job {body['id']} succeeded."
     assert console.text("#job-status") == "succeeded"
     assert "synchronous hello" in console.text("#job-result")

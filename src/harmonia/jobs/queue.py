@@ -116,6 +116,19 @@ class _Broker(RedisBroker):  # type: ignore[misc]
         return _BellConsumer(self, queue_name, prefetch, idle_ms=timeout, held=held, recover=restarted)
 
 
+class _NoteMessages(dramatiq.Middleware):  # type: ignore[misc]
+    """Tells the job store which broker message carries a job, on every enqueue (the gateway's,
+    a retry's, a delayed message moved to its queue), so the reaper can see a queued job whose
+    message is gone. Best effort: Dramatiq logs a failure here and carries on."""
+
+    def __init__(self, note: Callable[[str, str, str], None]) -> None:
+        self.note = note
+
+    def after_enqueue(self, broker: RedisBroker, message: dramatiq.Message, delay: int | None) -> None:
+        if message.args:
+            self.note(str(message.args[0]), message.queue_name, message.options["redis_message_id"])
+
+
 def actor_name(queue: str) -> str:
     return f"run_job__{queue}"
 
@@ -130,8 +143,15 @@ def should_retry(max_retries: int) -> Callable[[int, BaseException], bool]:
 class JobQueue:
     """The broker plus its actors. The gateway sends with it; the worker consumes with it."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, queues: Iterable[str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        queues: Iterable[str],
+        note_message: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self.settings = settings
+        notes = [_NoteMessages(note_message)] if note_message is not None else []
         self.broker = _Broker(
             client=client,
             namespace=NAMESPACE,
@@ -146,6 +166,7 @@ class JobQueue:
                     retry_when=should_retry(settings.max_retries),
                 ),
                 CurrentMessage(),
+                *notes,
             ],
         )
         self.actors: dict[str, dramatiq.Actor] = {}
@@ -187,6 +208,14 @@ class JobQueue:
         except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.ConnectionError) as exc:
             raise DependencyDown(f"redis unreachable: {exc}") from exc
         return message.message_id
+
+    def message_alive(self, broker_queue: str, message_id: str) -> bool:
+        """Whether a message is still on the broker (waiting, delayed, or fetched and not yet
+        acknowledged): Dramatiq drops it from the queue's message hash only on ack or nack."""
+        try:
+            return bool(self.broker.client.hexists(f"{NAMESPACE}:{broker_queue}.msgs", message_id))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise DependencyDown(f"redis unreachable: {exc}") from exc
 
     def depth(self, queue: str) -> int:
         """Messages waiting (not running) on a queue: what KEDA's redis scaler reads."""

@@ -137,8 +137,12 @@ class LeaseKeeper:
 
 
 class Reaper:
-    """Safety net for at-least-once: re-enqueues running jobs that nobody holds and whose message
-    is gone (Dramatiq's own redelivery had its chance first). The claim makes a duplicate harmless."""
+    """Safety net for at-least-once. Re-enqueues
+    - running jobs that nobody holds and whose message is gone (Dramatiq's own redelivery had its
+      chance first), and
+    - queued jobs that no broker message carries any more (e.g. a retry whose re-enqueue failed
+      while Redis was going down, after the job was already marked queued for it).
+    The claim makes a duplicate message harmless."""
 
     def __init__(
         self,
@@ -167,6 +171,17 @@ class Reaper:
             job = self.store.get(job_id)
             if job is not None and job.status == JobState.running and job.queue in self.queue.actors:
                 log.warning("job %s was orphaned (lease lapsed, no message); re-enqueuing it", job_id)
+                self.queue.send(job.queue, job_id, job.timeout_s)
+                revived.append(job_id)
+        for job_id in self.store.queued_due(self.grace_ms):
+            status, broker_queue, message_id = self.store.message_of(job_id)
+            if status != JobState.queued.value or (
+                message_id and self.queue.message_alive(broker_queue, message_id)
+            ):
+                continue
+            job = self.store.get(job_id)
+            if job is not None and job.status == JobState.queued and job.queue in self.queue.actors:
+                log.warning("queued job %s has no message on the broker; re-enqueuing it", job_id)
                 self.queue.send(job.queue, job_id, job.timeout_s)
                 revived.append(job_id)
         return revived

@@ -6,6 +6,8 @@ Layout (all keys under `harmonia:`):
   job:{id}:events     stream of {event, data} (capped), replayed by SSE with Last-Event-ID
   jobs:{owner}        zset of the owner's job ids by creation time (listing, paging)
   idem:{owner}:{key}  the job id created for an Idempotency-Key (+ a hash of the request)
+  running             zset of running job ids by lease expiry (orphan checks)
+  queued              zset of queued job ids by when they were last checked (lost-message checks)
 
 Every state change runs as one Lua script that checks the current state (and, for a running job,
 the claim token of the worker holding it), so a finished job never changes again and a worker
@@ -32,9 +34,16 @@ PREFIX = "harmonia:"
 
 _JSON_FIELDS = ("payload", "progress", "error", "result", "artifacts")
 
-# KEYS: job, events, owner index, idem key (or "")
+_NOW_MS = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: job, events, owner index, idem key (or ""), queued index
 # ARGV: events_maxlen, idem_ttl, request_hash, created_at, event_json, field/value pairs...
-_CREATE = """
+_CREATE = (
+    _NOW_MS
+    + """
 if KEYS[4] ~= '' then
   local existing = redis.call('HMGET', KEYS[4], 'id', 'hash')
   if existing[1] then
@@ -43,6 +52,7 @@ if KEYS[4] ~= '' then
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', KEYS[1], 'id'))
+redis.call('ZADD', KEYS[5], now_ms, redis.call('HGET', KEYS[1], 'id'))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'event', 'state', 'data', ARGV[5])
 if KEYS[4] ~= '' then
   redis.call('HSET', KEYS[4], 'id', redis.call('HGET', KEYS[1], 'id'), 'hash', ARGV[3])
@@ -50,11 +60,14 @@ if KEYS[4] ~= '' then
 end
 return {'created', redis.call('HGET', KEYS[1], 'id'), ARGV[3]}
 """
+)
 
-# KEYS: job, events, running index
+# KEYS: job, events, running index, queued index
 # ARGV: allowed_from (csv), to, claim ('' = any), events_maxlen, ttl_ms (0 = none), event_kind,
 #       event_json, field/value pairs...
-_TRANSITION = """
+_TRANSITION = (
+    _NOW_MS
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
 local allowed = false
@@ -64,6 +77,11 @@ if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'claim') ~= ARGV[3] then return
 for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
 redis.call('ZREM', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
+if ARGV[2] == 'queued' then
+  redis.call('ZADD', KEYS[4], now_ms, redis.call('HGET', KEYS[1], 'id'))
+else
+  redis.call('ZREM', KEYS[4], redis.call('HGET', KEYS[1], 'id'))
+end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'event', ARGV[6], 'data', ARGV[7])
 if tonumber(ARGV[5]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -71,10 +89,11 @@ if tonumber(ARGV[5]) > 0 then
 end
 return {'ok', status}
 """
+)
 
 # Claim a job for one attempt. A queued job is claimed; a running job only when its lease expired
 # (its worker died: this is the redelivery of an unacked message). Lease times use the server clock.
-# KEYS: job, events, running index   ARGV: claim, lease_ms, now, events_maxlen, job_id
+# KEYS: job, events, running index, queued index   ARGV: claim, lease_ms, now, events_maxlen, job_id
 _CLAIM = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_until', 'cancel_requested', 'attempts')
 local status = f[1]
@@ -87,6 +106,7 @@ if status == 'running' then
 elseif status ~= 'queued' then
   return {'finished', status, '0'}
 end
+redis.call('ZREM', KEYS[4], ARGV[5])
 if f[3] == '1' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'finished_at', ARGV[3], 'updated_at', ARGV[3],
     'claim', '')
@@ -122,11 +142,12 @@ end
 return {f[3] == '1' and 'cancel' or 'ok', f[1]}
 """
 
-# KEYS: job, events   ARGV: now, events_maxlen, ttl_ms
+# KEYS: job, events, queued index   ARGV: now, events_maxlen, ttl_ms, job_id
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'missing', ''} end
 if status == 'queued' then
+  redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'cancel_requested', '1', 'finished_at', ARGV[1],
     'updated_at', ARGV[1])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'event', 'state',
@@ -146,18 +167,29 @@ return {'finished', status}
 """
 
 
-# Running jobs whose lease lapsed long ago: nobody holds them and their message is gone (Dramatiq
-# had `grace` to redeliver it). Returns their ids and pushes their score forward so that
-# concurrent reapers do not all pick the same ones.  KEYS: running index  ARGV: grace_ms, push_ms
-_ORPHANS = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+# Ids in an index (running: by lease expiry; queued: by last check) whose score is more than
+# `grace_ms` old. Pushes their score forward so that concurrent reapers do not all pick the same
+# ones, and a queued job with a live message is looked at again only after another `push_ms`.
+# KEYS: index  ARGV: grace_ms, push_ms
+_DUE = (
+    _NOW_MS
+    + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, now_ms - tonumber(ARGV[1]), 'LIMIT', 0, 100)
 for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), id) end
 return ids
 """
+)
+
+# KEYS: job   ARGV: broker queue, broker message id
+# Records which broker message carries a job now (only for a job that still exists).
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'msg_queue', ARGV[1], 'msg_id', ARGV[2])
+end
+"""
 
 RUNNING_KEY = f"{PREFIX}running"
+QUEUED_KEY = f"{PREFIX}queued"
 
 
 def job_key(job_id: str) -> str:
@@ -230,7 +262,8 @@ class JobStore:
         self._claim = client.register_script(_CLAIM)
         self._beat = client.register_script(_BEAT)
         self._cancel = client.register_script(_CANCEL)
-        self._orphans = client.register_script(_ORPHANS)
+        self._due = client.register_script(_DUE)
+        self._note = client.register_script(_NOTE)
 
     # --- create / read ---------------------------------------------------------------------------
     def create(
@@ -249,7 +282,7 @@ class JobStore:
         event = json.dumps({"status": "queued"})
         with _redis_errors():
             outcome, job_id, stored_hash = self._create(
-                keys=[job_key(job.id), events_key(job.id), owner_index_key(job.owner), idem],
+                keys=[job_key(job.id), events_key(job.id), owner_index_key(job.owner), idem, QUEUED_KEY],
                 args=[
                     self.events_maxlen,
                     self.idempotency_ttl_ms,
@@ -287,6 +320,8 @@ class JobStore:
             pipe = self.r.pipeline()
             pipe.delete(job_key(job.id), events_key(job.id))
             pipe.zrem(owner_index_key(job.owner), job.id)
+            pipe.zrem(QUEUED_KEY, job.id)
+            pipe.zrem(RUNNING_KEY, job.id)
             pipe.execute()
 
     def list(
@@ -342,7 +377,7 @@ class JobStore:
         token = secrets.token_hex(8)
         with _redis_errors():
             outcome, _, extra = self._claim(
-                keys=[job_key(job_id), events_key(job_id), RUNNING_KEY],
+                keys=[job_key(job_id), events_key(job_id), RUNNING_KEY, QUEUED_KEY],
                 args=[token, self.lease_ms, time.time(), self.events_maxlen, job_id],
             )
         if outcome == b"canceled":
@@ -393,7 +428,7 @@ class JobStore:
         payload = json.dumps({"status": to.value, **(event or {})})
         with _redis_errors():
             outcome, previous = self._transition(
-                keys=[job_key(job_id), events_key(job_id), RUNNING_KEY],
+                keys=[job_key(job_id), events_key(job_id), RUNNING_KEY, QUEUED_KEY],
                 args=[
                     ",".join(allowed_from),
                     to.value,
@@ -412,8 +447,8 @@ class JobStore:
         """'canceled' (it was queued), 'requested' (running; stops at the next check), 'finished'."""
         with _redis_errors():
             outcome, _ = self._cancel(
-                keys=[job_key(job_id), events_key(job_id)],
-                args=[time.time(), self.events_maxlen, self.result_ttl_ms],
+                keys=[job_key(job_id), events_key(job_id), QUEUED_KEY],
+                args=[time.time(), self.events_maxlen, self.result_ttl_ms, job_id],
             )
         return outcome.decode()
 
@@ -421,8 +456,30 @@ class JobStore:
         """Running jobs nobody holds (lease lapsed more than `grace_ms` ago): the message that
         carried them was lost, e.g. nacked by a worker that failed while recording a result."""
         with _redis_errors():
-            ids = self._orphans(keys=[RUNNING_KEY], args=[grace_ms, grace_ms])
+            ids = self._due(keys=[RUNNING_KEY], args=[grace_ms, grace_ms])
         return [i.decode() for i in ids]
+
+    def queued_due(self, grace_ms: int) -> list[str]:
+        """Queued jobs not looked at for `grace_ms` (since they were queued or last checked):
+        the reaper checks that a broker message still carries each one."""
+        with _redis_errors():
+            ids = self._due(keys=[QUEUED_KEY], args=[grace_ms, 0])
+        return [i.decode() for i in ids]
+
+    def note_message(self, job_id: str, broker_queue: str, message_id: str) -> None:
+        """Record the broker message that now carries `job_id` (called on every enqueue)."""
+        with _redis_errors():
+            self._note(keys=[job_key(job_id)], args=[broker_queue, message_id])
+
+    def message_of(self, job_id: str) -> tuple[str | None, str, str]:
+        """(status or None if gone, broker queue, message id) of a job, for the reaper."""
+        with _redis_errors():
+            status, mq, mid = self.r.hmget(job_key(job_id), "status", "msg_queue", "msg_id")
+        if status is None:
+            with _redis_errors():
+                self.r.zrem(QUEUED_KEY, job_id)
+            return None, "", ""
+        return status.decode(), (mq or b"").decode(), (mid or b"").decode()
 
     def _expire(self, job_id: str) -> None:
         if self.result_ttl_ms > 0:
