@@ -128,7 +128,7 @@ def reaper_parts(settings: Settings) -> tuple[JobStore, JobQueue, Reaper]:
     assert settings.redis_url
     client = connect(settings.redis_url)
     store = JobStore(client, lease_s=5)
-    queue = JobQueue(settings, client, ["noop"], note_message=store.note_message)
+    queue = JobQueue(settings, client, ["noop"])
     return store, queue, Reaper(store, queue, grace_ms=50, interval_s=60)
 
 

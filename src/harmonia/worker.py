@@ -51,7 +51,7 @@ class WorkerProcess:
         )
         # every known queue is declared (the reaper may re-enqueue a job of any of them); the
         # Dramatiq worker below consumes only this worker's queues
-        self.queue = JobQueue(settings, client, sorted(known), note_message=self.store.note_message)
+        self.queue = JobQueue(settings, client, sorted(known))
         self.leases = LeaseKeeper(self.store, interval_s=max(settings.lease_s / 3, 0.2))
         self.artifacts = artifacts or build_store(settings)
         self.runner = Runner(settings, self.store, self.queue, self.registry, self.artifacts, self.leases)

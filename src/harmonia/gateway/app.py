@@ -92,7 +92,7 @@ def create_app(
         result_ttl_s=settings.result_ttl_s,
         lease_s=settings.lease_s,
     )
-    queue = JobQueue(settings, client, queues, note_message=store.note_message)
+    queue = JobQueue(settings, client, queues)
     artifacts = artifacts or build_store(settings)
     # sync jobs for a model with a service URL are run here, directly against that service
     leases = LeaseKeeper(store, interval_s=max(settings.lease_s / 3, 0.2))

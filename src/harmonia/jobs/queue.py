@@ -8,16 +8,19 @@ termination grace period (deploy/k8s/README.md).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import q_name
 from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from harmonia.config import Settings
 from harmonia.errors import DependencyDown, RetryableError
+from harmonia.jobs.store import MSG_ID_FIELD, MSG_QUEUE_FIELD, job_key
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +119,31 @@ class _Broker(RedisBroker):  # type: ignore[misc]
         return _BellConsumer(self, queue_name, prefetch, idle_ms=timeout, held=held, recover=restarted)
 
 
-class _NoteMessages(dramatiq.Middleware):  # type: ignore[misc]
-    """Tells the job store which broker message carries a job, on every enqueue (the gateway's,
-    a retry's, a delayed message moved to its queue), so the reaper can see a queued job whose
-    message is gone. Best effort: Dramatiq logs a failure here and carries on."""
+# After an enqueue, in one round trip: record on the job which broker message carries it now (only
+# for a job that still exists), and ring the queue's doorbell (capped) unless the message is delayed.
+# KEYS: job, bell   ARGV: broker queue, message id, ring ('1' / '0')
+_AFTER_ENQUEUE = f"""
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], '{MSG_QUEUE_FIELD}', ARGV[1], '{MSG_ID_FIELD}', ARGV[2])
+end
+if ARGV[3] == '1' then
+  redis.call('LPUSH', KEYS[2], 1)
+  redis.call('LTRIM', KEYS[2], 0, 63)
+end
+"""
 
-    def __init__(self, note: Callable[[str, str, str], None]) -> None:
-        self.note = note
+
+class _NoteMessages(dramatiq.Middleware):  # type: ignore[misc]
+    """Records which broker message carries a job on every enqueue that `JobQueue.send` does not
+    make itself (a retry, a delayed message moved to its queue), so the reaper can see a queued
+    job whose message is gone. Best effort: Dramatiq logs a failure here and carries on."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
 
     def after_enqueue(self, broker: RedisBroker, message: dramatiq.Message, delay: int | None) -> None:
-        if message.args:
-            self.note(str(message.args[0]), message.queue_name, message.options["redis_message_id"])
+        if message.args and not getattr(self.queue._sending, "active", False):
+            self.queue._after_enqueue(str(message.args[0]), message, ring=False)
 
 
 def actor_name(queue: str) -> str:
@@ -148,10 +165,9 @@ class JobQueue:
         settings: Settings,
         client: redis.Redis,
         queues: Iterable[str],
-        note_message: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.settings = settings
-        notes = [_NoteMessages(note_message)] if note_message is not None else []
+        self._sending = threading.local()
         self.broker = _Broker(
             client=client,
             namespace=NAMESPACE,
@@ -166,9 +182,10 @@ class JobQueue:
                     retry_when=should_retry(settings.max_retries),
                 ),
                 CurrentMessage(),
-                *notes,
+                _NoteMessages(self),
             ],
         )
+        self._after_enqueue_script = client.register_script(_AFTER_ENQUEUE)
         self.actors: dict[str, dramatiq.Actor] = {}
         self._handler: Callable[[str], None] | None = None
         for queue in queues:
@@ -195,19 +212,26 @@ class JobQueue:
         if actor is None:
             raise KeyError(f"queue {queue!r} is not declared")
         try:
-            message = actor.send_with_options(
-                args=(job_id,),
-                delay=delay_ms,
-                time_limit=int((timeout_s + TIME_LIMIT_GRACE_S) * 1000),
-            )
-            if delay_ms is None:
-                pipe = self.broker.client.pipeline(transaction=False)
-                pipe.lpush(BELL_PREFIX + queue, 1)
-                pipe.ltrim(BELL_PREFIX + queue, 0, 63)
-                pipe.execute()
+            self._sending.active = True
+            try:
+                message = actor.send_with_options(
+                    args=(job_id,),
+                    delay=delay_ms,
+                    time_limit=int((timeout_s + TIME_LIMIT_GRACE_S) * 1000),
+                )
+            finally:
+                self._sending.active = False
+            self._after_enqueue(job_id, message, ring=delay_ms is None)
         except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.ConnectionError) as exc:
             raise DependencyDown(f"redis unreachable: {exc}") from exc
         return message.message_id
+
+    def _after_enqueue(self, job_id: str, message: dramatiq.Message, ring: bool) -> None:
+        bell = BELL_PREFIX + q_name(message.queue_name)
+        self._after_enqueue_script(
+            keys=[job_key(job_id), bell],
+            args=[message.queue_name, message.options["redis_message_id"], "1" if ring else "0"],
+        )
 
     def message_alive(self, broker_queue: str, message_id: str) -> bool:
         """Whether a message is still on the broker (waiting, delayed, or fetched and not yet

@@ -180,16 +180,10 @@ return ids
 """
 )
 
-# KEYS: job   ARGV: broker queue, broker message id
-# Records which broker message carries a job now (only for a job that still exists).
-_NOTE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'msg_queue', ARGV[1], 'msg_id', ARGV[2])
-end
-"""
-
 RUNNING_KEY = f"{PREFIX}running"
 QUEUED_KEY = f"{PREFIX}queued"
+#: fields of a job hash naming the broker message that carries the job now (written by JobQueue)
+MSG_QUEUE_FIELD, MSG_ID_FIELD = "msg_queue", "msg_id"
 
 
 def job_key(job_id: str) -> str:
@@ -263,7 +257,6 @@ class JobStore:
         self._beat = client.register_script(_BEAT)
         self._cancel = client.register_script(_CANCEL)
         self._due = client.register_script(_DUE)
-        self._note = client.register_script(_NOTE)
 
     # --- create / read ---------------------------------------------------------------------------
     def create(
@@ -466,15 +459,10 @@ class JobStore:
             ids = self._due(keys=[QUEUED_KEY], args=[grace_ms, 0])
         return [i.decode() for i in ids]
 
-    def note_message(self, job_id: str, broker_queue: str, message_id: str) -> None:
-        """Record the broker message that now carries `job_id` (called on every enqueue)."""
-        with _redis_errors():
-            self._note(keys=[job_key(job_id)], args=[broker_queue, message_id])
-
     def message_of(self, job_id: str) -> tuple[str | None, str, str]:
         """(status or None if gone, broker queue, message id) of a job, for the reaper."""
         with _redis_errors():
-            status, mq, mid = self.r.hmget(job_key(job_id), "status", "msg_queue", "msg_id")
+            status, mq, mid = self.r.hmget(job_key(job_id), "status", MSG_QUEUE_FIELD, MSG_ID_FIELD)
         if status is None:
             with _redis_errors():
                 self.r.zrem(QUEUED_KEY, job_id)
