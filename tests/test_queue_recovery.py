@@ -19,7 +19,7 @@ import pytest
 
 from harmonia.config import Settings
 from harmonia.jobs.models import Job, JobState
-from harmonia.jobs.queue import NAMESPACE, JobQueue
+from harmonia.jobs.queue import BELL_PREFIX, NAMESPACE, JobQueue, actor_name
 from harmonia.jobs.runner import Reaper
 from harmonia.jobs.store import QUEUED_KEY, JobStore, new_job_id
 from harmonia.redis_client import connect
@@ -174,3 +174,19 @@ def test_a_worker_runs_a_queued_job_that_lost_its_message(settings: Settings, wo
     job, _ = worker.store.create(_job())  # recorded as queued; no message was ever sent
     final = wait_for(lambda: (j := worker.store.get(job.id)).status == JobState.succeeded and j, timeout=60)
     assert final.attempts == 1
+
+
+def test_enqueues_outside_send_record_their_message_and_ring_when_due(reaper_parts: Any) -> None:
+    store, queue, _ = reaper_parts
+    job, _ = store.create(_job())
+    queue.send("noop", job.id, job.timeout_s, delay_ms=60_000)  # e.g. a retry with backoff
+    assert _message(store, job.id)[0] == "noop.DQ"
+    bell = f"{BELL_PREFIX}noop"
+    assert store.r.llen(bell) == 0  # a delayed message wakes nobody
+    # what Dramatiq's delay-queue consumer does once the delay is over: a copy on the queue itself
+    due = dramatiq.Message(
+        queue_name="noop", actor_name=actor_name("noop"), args=(job.id,), kwargs={}, options={}
+    )
+    moved = queue.broker.enqueue(due)
+    assert _message(store, job.id) == ("noop", moved.options["redis_message_id"])
+    assert store.r.llen(bell) == 1

@@ -136,14 +136,15 @@ end
 class _NoteMessages(dramatiq.Middleware):  # type: ignore[misc]
     """Records which broker message carries a job on every enqueue that `JobQueue.send` does not
     make itself (a retry, a delayed message moved to its queue), so the reaper can see a queued
-    job whose message is gone. Best effort: Dramatiq logs a failure here and carries on."""
+    job whose message is gone, and rings the doorbell when the message is due now (a delayed one
+    moved to its queue). Best effort: Dramatiq logs a failure here and carries on."""
 
     def __init__(self, queue: JobQueue) -> None:
         self.queue = queue
 
     def after_enqueue(self, broker: RedisBroker, message: dramatiq.Message, delay: int | None) -> None:
         if message.args and not getattr(self.queue._sending, "active", False):
-            self.queue._after_enqueue(str(message.args[0]), message, ring=False)
+            self.queue._after_enqueue(str(message.args[0]), message, ring=delay is None)
 
 
 def actor_name(queue: str) -> str:
@@ -160,12 +161,7 @@ def should_retry(max_retries: int) -> Callable[[int, BaseException], bool]:
 class JobQueue:
     """The broker plus its actors. The gateway sends with it; the worker consumes with it."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        client: redis.Redis,
-        queues: Iterable[str],
-    ) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, queues: Iterable[str]) -> None:
         self.settings = settings
         self._sending = threading.local()
         self.broker = _Broker(
