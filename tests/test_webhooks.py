@@ -83,3 +83,20 @@ def test_signed_delivery_with_retry_on_5xx(settings: Settings) -> None:
     sent: dict[str, Any] = json.loads(body)
     assert sent["id"] == job["id"] and sent["status"] == "succeeded" and sent["result"]["note"] == "hooked"
     assert "owner" not in sent
+
+
+def test_a_job_canceled_while_queued_is_delivered_too(settings: Settings) -> None:
+    settings.webhook_allow_private = True
+    receiver = Receiver(fail_first=0)
+    with (
+        ServerThread(Starlette(routes=[Route("/hook", receiver.hook, methods=["POST"])])) as hook_server,
+        ServerThread(make_gateway(settings)) as gw,
+        httpx.Client(base_url=gw.url) as http,
+    ):  # no worker: the job stays queued until it is canceled
+        job = http.post(
+            "/v1/jobs", json={"model": "noop", "payload": {}, "webhook_url": hook_server.url + "/hook"}
+        ).json()
+        assert http.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "canceled"
+        wait_for(lambda: len(receiver.calls) == 1, timeout=20)
+    sent = json.loads(receiver.calls[0][1])
+    assert sent["id"] == job["id"] and sent["status"] == "canceled"

@@ -132,6 +132,7 @@ def create_app(
             )
         yield
         await aclient.aclose()
+        state.runner.close()  # lets queued webhook deliveries finish
 
     app = FastAPI(
         title="Harmonia",

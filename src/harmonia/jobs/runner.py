@@ -238,6 +238,8 @@ class Runner:
             return
         if outcome != "claimed":
             log.info("job %s not run: %s", job_id, outcome)
+            if outcome == "canceled":  # canceled before it ran: it finished now
+                self.notify(job_id)
             return
         job = self.store.get(job_id)
         if job is None:
@@ -290,7 +292,7 @@ class Runner:
         if outcome != "ok":
             log.warning("job %s: result not recorded (%s)", job_id, outcome)
         else:
-            self._notify(job_id)
+            self.notify(job_id)
 
     def _retry_or_fail(self, ctx: JobContext, exc: RetryableError | DependencyDown) -> None:
         message = CurrentMessage.get_current_message()
@@ -335,10 +337,10 @@ class Runner:
         if outcome != "ok":
             log.warning("job %s: could not record %s (%s)", ctx.job_id, state.value, outcome)
         else:
-            self._notify(ctx.job_id)
+            self.notify(ctx.job_id)
 
-    def _notify(self, job_id: str) -> None:
-        """Send the finished job to its webhook, off the worker thread (best effort)."""
+    def notify(self, job_id: str) -> None:
+        """Send the finished job to its webhook, off the calling thread (best effort)."""
         job = self.store.get(job_id)
         if job is None or not job.webhook_url:
             return

@@ -150,6 +150,8 @@ def cancel_job(job_id: str, state: State, owner: Owner) -> JSONResponse:
     until then). Canceling a succeeded or failed job is a 409."""
     job = state.store.get_for(job_id, owner)
     outcome = state.store.cancel(job.id)
+    if outcome == "canceled":  # it was queued and is finished now; a running one notifies when it stops
+        state.runner.notify(job.id)
     job = state.store.get_for(job_id, owner)
     if outcome == "finished" and job.status != JobState.canceled:
         raise ApiError(409, "conflict", f"job already {job.status.value}; it cannot be canceled", "status")
