@@ -102,3 +102,12 @@ def test_sweep_removes_only_old_artifacts_of_expired_jobs(tmp_path: Path) -> Non
     alive = {"bbbbbbbb22"}
     assert store.sweep(3600, lambda j: j in alive) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bbbbbbbb22", "cccccccc33"]
+
+
+def test_local_open_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "a")
+    store.put(JOB, "ok.txt", b"fine", "text/plain")
+    os.mkfifo(tmp_path / "a" / JOB / "pipe.wav")  # nobody ever writes to it
+    with pytest.raises(NotFound):
+        store.open(JOB, "pipe.wav")
+    assert store.read(JOB, "ok.txt") == b"fine"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -89,17 +90,31 @@ class LocalArtifactStore:
 
     def open(self, job_id: str, name: str) -> tuple[Iterator[bytes], int]:
         path = self._path(job_id, name)
-        # refuse symlinks planted in the store: only regular files written by put() are served
-        if path.is_symlink() or path.parent.is_symlink() or not path.is_file():
+        # Only regular files written by put() are served: the job folder and the file are opened
+        # without following symlinks (O_NOFOLLOW on each step, so nothing can be swapped in between
+        # a check and the open) and the opened file must be a regular file.
+        nofollow = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            dir_fd = os.open(path.parent, nofollow | getattr(os, "O_DIRECTORY", 0))
+            try:
+                # O_NONBLOCK: a FIFO planted here must not block the open (regular files ignore it)
+                fd = os.open(path.name, nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:  # missing, a symlink (ELOOP), not a directory
+            raise NotFound(f"no artifact {name!r}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
             raise NotFound(f"no artifact {name!r}")
-        size = path.stat().st_size
+        fh = os.fdopen(fd, "rb")
 
         def chunks() -> Iterator[bytes]:
-            with open(path, "rb") as fh:
+            with fh:
                 while block := fh.read(CHUNK):
                     yield block
 
-        return chunks(), size
+        return chunks(), info.st_size
 
     def read(self, job_id: str, name: str) -> bytes:
         it, _ = self.open(job_id, name)
