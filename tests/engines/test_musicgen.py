@@ -340,3 +340,42 @@ def test_int8_option_generates_on_cpu(tiny_musicgen: Path) -> None:
         assert audio_io.decode(result.artifacts[0].data).audio.shape == (16000, 1)
     finally:
         eng.close()
+
+
+def test_the_graph_step_gives_the_tokens_of_the_eager_loop_on_dirty_memory(hf, monkeypatch) -> None:
+    """The step a CUDA graph captures (static shapes, whole-cache attention under a mask, finished
+    rows riding along) run eagerly on the CPU, with every fresh float buffer full of NaN as reused
+    device memory can be: it must give the eager loop's tokens."""
+    import harmonia.engines.musicgen_decode as decode_mod
+
+    model, processor = hf
+    enc = processor(text=TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        h = (
+            model.enc_to_dec_proj(model.text_encoder(**enc).last_hidden_state)
+            * enc["attention_mask"][..., None]
+        )
+    cond = Conditioning(h, enc["attention_mask"])
+    rows = [RowSpec(new_frames=37 - 8 * i, guidance_scale=3.0, temperature=0.0) for i in range(len(TEXTS))]
+    eager = FastDecoder(model).decode(cond, rows)
+
+    class EagerGraph:  # replays the captured step's code without CUDA
+        def __init__(self, dec: FastDecoder, st: object, generator: object) -> None:
+            self.dec, self.st, self.generator = dec, st, generator
+
+        def replay(self) -> None:
+            self.dec._step(self.st, self.generator, graph_mode=True)
+
+    empty = torch.empty
+
+    def dirty_empty(*args, **kwargs):
+        t = empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(decode_mod, "_Graph", EagerGraph)
+    graphed = FastDecoder(model)
+    graphed.cuda_graphs = True
+    monkeypatch.setattr(torch, "empty", dirty_empty)
+    out = graphed.decode(cond, rows)
+    monkeypatch.setattr(torch, "empty", empty)
+    assert all(torch.equal(a, b) for a, b in zip(eager, out, strict=True))

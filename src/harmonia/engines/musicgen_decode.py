@@ -334,7 +334,10 @@ class _State:
         R = 2 * B if st.cfg else B
         st.T = forced.shape[-1]
         L = len(dec.layers)
-        st.kv = [torch.empty(2, R, dec.H, st.T, dec.hd, device=dev, dtype=dtype) for _ in range(L)]
+        # Zeros, not empty: a graph step attends over the whole cache with a mask, and a masked
+        # position still multiplies its value by a zero weight, so NaN/Inf left in reused device
+        # memory would poison every output (the eager step reads only the written prefix).
+        st.kv = [torch.zeros(2, R, dec.H, st.T, dec.hd, device=dev, dtype=dtype) for _ in range(L)]
         hidden, mask = cond.hidden, cond.mask.to(dev).bool()
         if st.cfg:  # the unconditional half: zero states, nothing to attend to
             hidden = torch.cat([hidden, torch.zeros_like(hidden)])
