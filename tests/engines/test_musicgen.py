@@ -379,3 +379,32 @@ def test_the_graph_step_gives_the_tokens_of_the_eager_loop_on_dirty_memory(hf, m
     out = graphed.decode(cond, rows)
     monkeypatch.setattr(torch, "empty", empty)
     assert all(torch.equal(a, b) for a, b in zip(eager, out, strict=True))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_runs_windows_and_batches(tiny_musicgen: Path, dtype: str) -> None:
+    """The CUDA default dtypes, run on the CPU: the decoder in half precision (text encoder and
+    codec stay float32), a continuation window, and a batch of different lengths."""
+    settings = MusicgenSettings(model=str(tiny_musicgen), device="cpu", dtype=dtype, max_wait_ms=200)
+    eng = MusicgenEngine(settings, options=MusicgenOptions(quantize="none", window_s=1.0, overlap_s=0.4))
+    try:
+        eng.load()
+        assert eng.info()["dtype"] == dtype
+        results: dict[float, np.ndarray] = {}
+
+        def run(seconds: float) -> None:
+            out = eng.run(
+                MusicgenInput(text=f"{seconds} s of jazz", duration_s=seconds, seed=1), LocalContext()
+            )
+            results[seconds] = audio_io.decode(out.artifacts[0].data).audio
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in (0.6, 1.8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert {s: a.shape for s, a in results.items()} == {0.6: (19200, 1), 1.8: (57600, 1)}
+        for audio in results.values():
+            assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    finally:
+        eng.close()
