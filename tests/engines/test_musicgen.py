@@ -18,7 +18,7 @@ from transformers import AutoProcessor, MusicgenForConditionalGeneration  # noqa
 
 from harmonia.audio import encode as audio_io  # noqa: E402
 from harmonia.config import MusicgenSettings  # noqa: E402
-from harmonia.engines.base import LocalContext  # noqa: E402
+from harmonia.engines.base import EngineResult, LocalContext  # noqa: E402
 from harmonia.engines.musicgen import MusicgenEngine, MusicgenInput, MusicgenOptions  # noqa: E402
 from harmonia.engines.musicgen_decode import Conditioning, FastDecoder, RowSpec  # noqa: E402
 from harmonia.errors import EngineUnavailable, InvalidInput, JobCanceled  # noqa: E402
@@ -408,3 +408,34 @@ def test_half_precision_runs_windows_and_batches(tiny_musicgen: Path, dtype: str
             assert np.isfinite(audio).all() and np.abs(audio).max() > 0
     finally:
         eng.close()
+
+
+def test_out_of_memory_splits_the_batch_and_every_request_still_gets_its_audio(
+    engine: MusicgenEngine, monkeypatch
+) -> None:
+    decode = engine._decoder.decode
+    sizes: list[int] = []
+
+    def tight_memory(cond, rows, **kwargs):
+        sizes.append(len(rows))
+        if len(rows) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return decode(cond, rows, **kwargs)
+
+    monkeypatch.setattr(engine._decoder, "decode", tight_memory)
+    splits = engine._batcher.stats.splits
+    results: dict[int, EngineResult] = {}
+    barrier = threading.Barrier(3)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = engine.run(MusicgenInput(text=f"tune {i}", duration_s=0.5, seed=i), LocalContext())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(results) == [0, 1, 2]
+    assert all(audio_io.decode(r.artifacts[0].data).audio.shape == (16000, 1) for r in results.values())
+    assert max(sizes) > 1 and engine._batcher.stats.splits > splits  # a shared batch failed and was split
