@@ -65,6 +65,17 @@ def hf_codes(model, **kwargs) -> torch.Tensor:
     return seen[0][0]
 
 
+def text_conditioning(model, processor) -> tuple[Conditioning, dict]:
+    """The decoder's conditioning for TEXTS (padded to one length), as the engine computes it."""
+    enc = processor(text=TEXTS, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        h = (
+            model.enc_to_dec_proj(model.text_encoder(**enc).last_hidden_state)
+            * enc["attention_mask"][..., None]
+        )
+    return Conditioning(h, enc["attention_mask"]), enc
+
+
 def wav_b64(audio: np.ndarray, sr: int = 32000) -> str:
     return base64.b64encode(audio_io.encode(audio, sr, "wav")).decode()
 
@@ -78,22 +89,17 @@ def test_loads_from_disk_through_the_engine(engine: MusicgenEngine) -> None:
 @pytest.mark.parametrize("sampled", [False, True])
 def test_fast_decoder_gives_the_tokens_of_generate(hf, sampled: bool) -> None:
     model, processor = hf
-    enc = processor(text=TEXTS, padding=True, return_tensors="pt")
+    cond, enc = text_conditioning(model, processor)
     assert int(enc["attention_mask"].min()) == 0  # rows of different lengths: padding is exercised
     n_new = 40
     params = dict(temperature=0.8, top_k=50, top_p=0.9) if sampled else {}
     torch.manual_seed(11)
     ref = hf_codes(model, **enc, max_new_tokens=n_new, do_sample=sampled, guidance_scale=3.0, **params)
-    with torch.inference_mode():
-        h = (
-            model.enc_to_dec_proj(model.text_encoder(**enc).last_hidden_state)
-            * enc["attention_mask"][..., None]
-        )
     rows = [
         RowSpec(new_frames=n_new - 3, guidance_scale=3.0, **(params or {"temperature": 0.0})) for _ in TEXTS
     ]
     gen = torch.Generator().manual_seed(11) if sampled else None
-    out = FastDecoder(model).decode(Conditioning(h, enc["attention_mask"]), rows, generator=gen)
+    out = FastDecoder(model).decode(cond, rows, generator=gen)
     assert torch.equal(torch.stack(out), ref)
 
 
@@ -301,13 +307,7 @@ def test_fused_products_share_the_models_weights(hf) -> None:
 
 def test_int8_decoder_follows_the_float_one(hf) -> None:
     model, processor = hf
-    enc = processor(text=TEXTS, padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        h = (
-            model.enc_to_dec_proj(model.text_encoder(**enc).last_hidden_state)
-            * enc["attention_mask"][..., None]
-        )
-    cond = Conditioning(h, enc["attention_mask"])
+    cond, _ = text_conditioning(model, processor)
     fp32, int8 = FastDecoder(model), FastDecoder(model, quantize="int8")
     rows = [RowSpec(new_frames=20, guidance_scale=3.0, temperature=0.0) for _ in TEXTS]
     codes = torch.stack(fp32.decode(cond, rows))
@@ -349,13 +349,7 @@ def test_the_graph_step_gives_the_tokens_of_the_eager_loop_on_dirty_memory(hf, m
     import harmonia.engines.musicgen_decode as decode_mod
 
     model, processor = hf
-    enc = processor(text=TEXTS, padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        h = (
-            model.enc_to_dec_proj(model.text_encoder(**enc).last_hidden_state)
-            * enc["attention_mask"][..., None]
-        )
-    cond = Conditioning(h, enc["attention_mask"])
+    cond, _ = text_conditioning(model, processor)
     rows = [RowSpec(new_frames=37 - 8 * i, guidance_scale=3.0, temperature=0.0) for i in range(len(TEXTS))]
     eager = FastDecoder(model).decode(cond, rows)
 
