@@ -36,10 +36,24 @@ class _Augmentation(BaseModel):
     random_pitch_shifting: _Range = Field(default_factory=_Range)
 
 
-class DsConfig(BaseModel):
-    """The keys of `dsconfig.yaml` that inference reads (acoustic and variance exports share it)."""
+class MelSpec(BaseModel):
+    """The mel and frame specification, declared by the acoustic model and by the vocoder (must agree)."""
 
     model_config = ConfigDict(extra="ignore")
+
+    sample_rate: int = 44100
+    hop_size: int = 512
+    win_size: int = 2048
+    fft_size: int = 2048
+    num_mel_bins: int = 128
+    mel_fmin: float = 40
+    mel_fmax: float = 16000
+    mel_base: str = "10"
+    mel_scale: str = "slaney"
+
+
+class DsConfig(MelSpec):
+    """The keys of `dsconfig.yaml` that inference reads (acoustic and variance exports share it)."""
 
     phonemes: str = "phonemes.txt"
     languages: str | None = None
@@ -65,16 +79,6 @@ class DsConfig(BaseModel):
     pitch: str | None = None
     variance: str | None = None
     predict_dur: bool = True
-    # mel / frame specification
-    sample_rate: int = 44100
-    hop_size: int = 512
-    win_size: int = 2048
-    fft_size: int = 2048
-    num_mel_bins: int = 128
-    mel_fmin: float = 40
-    mel_fmax: float = 16000
-    mel_base: str = "10"
-    mel_scale: str = "slaney"
 
     @property
     def frame_s(self) -> float:
@@ -94,20 +98,11 @@ class DsConfig(BaseModel):
         return self.max_depth if self.use_continuous_acceleration else self.max_depth / 1000.0
 
 
-class VocoderConfig(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class VocoderConfig(MelSpec):
+    """`vocoder.yaml`: the vocoder's model file and the mel it expects."""
 
     name: str = "vocoder"
     model: str = "model.onnx"
-    sample_rate: int = 44100
-    hop_size: int = 512
-    win_size: int = 2048
-    fft_size: int = 2048
-    num_mel_bins: int = 128
-    mel_fmin: float = 40
-    mel_fmax: float = 16000
-    mel_base: str = "10"
-    mel_scale: str = "slaney"
 
 
 @dataclass
@@ -302,15 +297,9 @@ def _load_vocoder(root: Path, config: DsConfig, providers: list[str]) -> tuple[V
     voc: VocoderConfig = _parse(VocoderConfig, voc_path)
     model = open_session(folder / voc.model, providers)
     _require_io(model, ("mel", "f0"), ("waveform",))
-    checks = {
-        "sample_rate": (voc.sample_rate, config.sample_rate),
-        "hop_size": (voc.hop_size, config.hop_size),
-        "num_mel_bins": (voc.num_mel_bins, config.num_mel_bins),
-        "win_size": (voc.win_size, config.win_size),
-        "fft_size": (voc.fft_size, config.fft_size),
-        "mel_scale": (voc.mel_scale, config.mel_scale),
-    }
-    for key, (ours, theirs) in checks.items():
+    # mel_base may differ (the engine converts log10 <-> ln); the rest must match
+    for key in ("sample_rate", "hop_size", "num_mel_bins", "win_size", "fft_size", "mel_scale"):
+        ours, theirs = getattr(voc, key), getattr(config, key)
         if ours != theirs:
             raise _fail(voc_path, f"{key} {ours} does not match the acoustic model's {theirs}")
     for key in ("mel_fmin", "mel_fmax"):
