@@ -8,7 +8,6 @@ termination grace period (deploy/k8s/README.md).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -133,18 +132,26 @@ end
 """
 
 
-class _NoteMessages(dramatiq.Middleware):  # type: ignore[misc]
-    """Records which broker message carries a job on every enqueue that `JobQueue.send` does not
-    make itself (a retry, a delayed message moved to its queue), so the reaper can see a queued
-    job whose message is gone, and rings the doorbell when the message is due now (a delayed one
-    moved to its queue). Best effort: Dramatiq logs a failure here and carries on."""
+class _AfterEnqueue(dramatiq.Middleware):  # type: ignore[misc]
+    """After every enqueue (`JobQueue.send`, a retry, a delayed message moved to its queue):
+    record on the job which broker message carries it, so the reaper can see a queued job whose
+    message is gone, and ring the queue's doorbell when the message is due now. Best effort: the
+    message is on the broker either way (a missed note costs at most a harmless duplicate later,
+    a missed ring at most the consumer's idle poll)."""
 
-    def __init__(self, queue: JobQueue) -> None:
-        self.queue = queue
+    def __init__(self, client: redis.Redis) -> None:
+        self.script = client.register_script(_AFTER_ENQUEUE)
 
     def after_enqueue(self, broker: RedisBroker, message: dramatiq.Message, delay: int | None) -> None:
-        if message.args and not getattr(self.queue._sending, "active", False):
-            self.queue._after_enqueue(str(message.args[0]), message, ring=delay is None)
+        if not message.args:
+            return
+        try:
+            self.script(
+                keys=[job_key(str(message.args[0])), BELL_PREFIX + q_name(message.queue_name)],
+                args=[message.queue_name, message.options["redis_message_id"], "1" if delay is None else "0"],
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("after enqueueing job %s: redis unreachable (%s)", message.args[0], exc)
 
 
 def actor_name(queue: str) -> str:
@@ -163,7 +170,6 @@ class JobQueue:
 
     def __init__(self, settings: Settings, client: redis.Redis, queues: Iterable[str]) -> None:
         self.settings = settings
-        self._sending = threading.local()
         self.broker = _Broker(
             client=client,
             namespace=NAMESPACE,
@@ -178,10 +184,9 @@ class JobQueue:
                     retry_when=should_retry(settings.max_retries),
                 ),
                 CurrentMessage(),
-                _NoteMessages(self),
+                _AfterEnqueue(client),
             ],
         )
-        self._after_enqueue_script = client.register_script(_AFTER_ENQUEUE)
         self.actors: dict[str, dramatiq.Actor] = {}
         self._handler: Callable[[str], None] | None = None
         for queue in queues:
@@ -208,26 +213,14 @@ class JobQueue:
         if actor is None:
             raise KeyError(f"queue {queue!r} is not declared")
         try:
-            self._sending.active = True
-            try:
-                message = actor.send_with_options(
-                    args=(job_id,),
-                    delay=delay_ms,
-                    time_limit=int((timeout_s + TIME_LIMIT_GRACE_S) * 1000),
-                )
-            finally:
-                self._sending.active = False
-            self._after_enqueue(job_id, message, ring=delay_ms is None)
+            message = actor.send_with_options(
+                args=(job_id,),
+                delay=delay_ms,
+                time_limit=int((timeout_s + TIME_LIMIT_GRACE_S) * 1000),
+            )
         except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.ConnectionError) as exc:
             raise DependencyDown(f"redis unreachable: {exc}") from exc
         return message.message_id
-
-    def _after_enqueue(self, job_id: str, message: dramatiq.Message, ring: bool) -> None:
-        bell = BELL_PREFIX + q_name(message.queue_name)
-        self._after_enqueue_script(
-            keys=[job_key(job_id), bell],
-            args=[message.queue_name, message.options["redis_message_id"], "1" if ring else "0"],
-        )
 
     def message_alive(self, broker_queue: str, message_id: str) -> bool:
         """Whether a message is still on the broker (waiting, delayed, or fetched and not yet
