@@ -150,7 +150,9 @@ def cancel_job(job_id: str, state: State, owner: Owner) -> JSONResponse:
     until then). Canceling a succeeded or failed job is a 409."""
     job = state.store.get_for(job_id, owner)
     outcome = state.store.cancel(job.id)
-    if outcome == "canceled":  # it was queued and is finished now; a running one notifies when it stops
+    if (
+        outcome == "canceled" and job.webhook_url
+    ):  # was queued, finished now (a running one notifies on stopping)
         state.runner.notify(job.id)
     job = state.store.get_for(job_id, owner)
     if outcome == "finished" and job.status != JobState.canceled:
