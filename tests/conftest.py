@@ -14,7 +14,7 @@ import pytest
 from harmonia.config import Settings
 from harmonia.embedded import EmbeddedValkey
 from harmonia.redis_client import connect
-from helpers import FAST, ServerThread, make_gateway
+from helpers import ServerThread, make_gateway
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,8 @@ def redis_url(valkey: EmbeddedValkey) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, data_dir=tmp_path / "data", **FAST)
+    """Production defaults, pointed at the suite's Valkey and a fresh data dir."""
+    return Settings(redis_url=redis_url, data_dir=tmp_path / "data")
 
 
 @pytest.fixture

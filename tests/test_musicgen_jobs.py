@@ -1,9 +1,10 @@
 """MusicGen behind the job system: in the worker (local checkpoint), forwarded to the model service
-when HARMONIA_MUSICGEN_URL is set, and sync jobs served straight by that service (no queue hop)."""
+when HARMONIA_MUSICGEN_URL is set, and sync jobs run by a worker ahead of the queued ones."""
 
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def _audio(http: httpx.Client, job: dict) -> np.ndarray:
     return np.asarray(audio)
 
 
-def _worker(settings: Settings) -> WorkerProcess:
+def _worker(settings: Settings, threads: int | None = None) -> WorkerProcess:
+    if threads:
+        settings.worker_threads = threads
     proc = WorkerProcess(settings, connect(settings.redis_url or ""), ["musicgen"])
     proc.start()
     return proc
@@ -72,17 +75,36 @@ def test_worker_runs_musicgen_from_a_local_checkpoint(settings: Settings, tiny: 
         proc.stop()
 
 
-def test_sync_jobs_go_straight_to_the_service(settings: Settings, service_url: str) -> None:
+def test_sync_jobs_run_once_on_a_worker_ahead_of_queued_ones(settings: Settings, service_url: str) -> None:
     settings.musicgen_url = service_url
-    # no worker is running: a 200 proves the gateway called the service itself
     with ServerThread(make_gateway(settings)) as gw, httpx.Client(base_url=gw.url, timeout=120) as http:
-        job = http.post(
-            "/v1/jobs",
-            json={"model": "musicgen", "mode": "sync", "payload": {"text": "violin", "duration_s": 1}},
-        ).json()
-        assert job["status"] == "succeeded", job.get("error")
-        assert job["result"]["served_by"] == service_url and job["attempts"] == 1
-        assert abs(len(_audio(http, job)) / 32000 - 1.0) < 0.1
+        # three async jobs wait in the queue (no worker yet), then a caller asks for a sync one
+        waiting = [
+            http.post(
+                "/v1/jobs", json={"model": "musicgen", "payload": {"text": f"a{i}", "duration_s": 0.5}}
+            ).json()["id"]
+            for i in range(3)
+        ]
+        answer: dict[str, httpx.Response] = {}
+        sync = {"model": "musicgen", "mode": "sync", "payload": {"text": "violin", "duration_s": 1}}
+        caller = threading.Thread(target=lambda: answer.setdefault("sync", http.post("/v1/jobs", json=sync)))
+        caller.start()
+        wait_for(lambda: len(http.get("/v1/jobs", params={"model": "musicgen"}).json()["jobs"]) == 4)
+        proc = _worker(settings, threads=1)  # one thread: jobs run one at a time, in queue order
+        try:
+            caller.join(timeout=120)
+            r = answer["sync"]
+            assert r.status_code == 200, r.text
+            job = r.json()
+            assert job["status"] == "succeeded" and job["attempts"] == 1
+            assert job["result"]["served_by"] == service_url
+            assert abs(len(_audio(http, job)) / 32000 - 1.0) < 0.1
+            done = lambda i: (j := http.get(f"/v1/jobs/{i}").json())["status"] == "succeeded" and j  # noqa: E731
+            later = [wait_for(lambda i=i: done(i), 120) for i in waiting]
+            # the waiting caller's job went first although it was submitted last
+            assert all(job["finished_at"] <= other["started_at"] for other in later)
+        finally:
+            proc.stop()
 
 
 def test_async_jobs_are_forwarded_by_the_worker(settings: Settings, service_url: str) -> None:

@@ -23,7 +23,8 @@ from harmonia.jobs.queue import BELL_PREFIX, NAMESPACE, JobQueue, actor_name
 from harmonia.jobs.runner import Reaper
 from harmonia.jobs.store import QUEUED_KEY, JobStore, new_job_id
 from harmonia.redis_client import connect
-from helpers import wait_for
+from harmonia.worker import WorkerProcess
+from helpers import short_recovery, wait_for
 
 
 @pytest.fixture
@@ -170,10 +171,19 @@ def test_a_queued_job_whose_message_is_gone_is_enqueued_again(reaper_parts: Any)
     assert reaper.reap() == []  # looked at again only after another grace period
 
 
-def test_a_worker_runs_a_queued_job_that_lost_its_message(settings: Settings, worker: Any) -> None:
-    job, _ = worker.store.create(_job())  # recorded as queued; no message was ever sent
-    final = wait_for(lambda: (j := worker.store.get(job.id)).status == JobState.succeeded and j, timeout=60)
-    assert final.attempts == 1
+def test_a_worker_runs_a_queued_job_that_lost_its_message(settings: Settings) -> None:
+    # the reaper's grace is heartbeat_timeout + lease (90 s by default): shortened so the test
+    # does not wait a minute and a half
+    short_recovery(settings)
+    assert settings.redis_url
+    worker = WorkerProcess(settings, connect(settings.redis_url))
+    worker.start()
+    try:
+        job, _ = worker.store.create(_job())  # recorded as queued; no message was ever sent
+        final = wait_for(lambda: (j := worker.store.get(job.id)).status == JobState.succeeded and j, 60)
+        assert final.attempts == 1
+    finally:
+        worker.stop()
 
 
 def test_enqueues_outside_send_record_their_message_and_ring_when_due(reaper_parts: Any) -> None:
@@ -190,3 +200,22 @@ def test_enqueues_outside_send_record_their_message_and_ring_when_due(reaper_par
     moved = queue.broker.enqueue(due)
     assert _message(store, job.id) == ("noop", moved.options["redis_message_id"])
     assert store.r.llen(bell) == 1
+
+
+def test_a_dead_workers_messages_go_back_on_schedule_and_a_live_ones_stay(settings: Settings) -> None:
+    assert settings.redis_url
+    dead, live, reaper = (JobQueue(settings, connect(settings.redis_url), ["noop"]) for _ in range(3))
+    for i in range(4):
+        dead.send("noop", f"job-{i}", timeout_s=5)
+    doomed = dead.broker.consume("noop", prefetch=3)
+    assert len(_take(doomed, 1)) == 1  # one running, two more prefetched: all three in its ack set
+    alive = live.broker.consume("noop", prefetch=1)
+    assert len(_take(alive, 1)) == 1
+    assert len(_acks(dead, "noop")) == 3 and len(_acks(live, "noop")) == 1
+    assert reaper.requeue_dead_consumers() == 0  # both heartbeats are fresh: nothing is taken
+    # the first worker goes silent for longer than the heartbeat timeout (Dramatiq's own record)
+    dead.broker.client.zadd(f"{NAMESPACE}:__heartbeats__", {dead.broker.broker_id: 0})
+    assert reaper.requeue_dead_consumers() == 1
+    assert _acks(dead, "noop") == set() and dead.depth("noop") == 3
+    assert len(_acks(live, "noop")) == 1  # the live worker's message stays where it is
+    assert reaper.requeue_dead_consumers() == 0  # done once; nothing left to move

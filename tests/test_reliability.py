@@ -3,10 +3,7 @@ stopped and started again. Everything here runs real processes."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,7 +11,16 @@ import pytest
 
 from harmonia.config import Settings
 from harmonia.embedded import EmbeddedValkey
-from helpers import FAST, ServerThread, free_port, make_gateway, spawn_worker, wait_for
+from helpers import (
+    ServerThread,
+    free_port,
+    harmonia_up,
+    make_gateway,
+    ready,
+    short_recovery,
+    spawn_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +30,7 @@ def _status(http: httpx.Client, job_id: str) -> dict:
 
 
 def test_sigkill_worker_mid_job_still_succeeds_once(settings: Settings, http: httpx.Client) -> None:
+    short_recovery(settings)  # the second worker takes the job over within seconds, not 90 s
     first = spawn_worker(settings, "--queues", "noop")
     job = http.post(
         "/v1/jobs", json={"model": "noop", "payload": {"sleep_s": 2.0, "steps": 20, "artifact": True}}
@@ -51,7 +58,7 @@ def test_sigkill_worker_mid_job_still_succeeds_once(settings: Settings, http: ht
 def test_restarting_embedded_valkey_between_submit_and_run_loses_nothing(tmp_path: Path) -> None:
     server = EmbeddedValkey(tmp_path / "data")
     url = server.start()
-    settings = Settings(redis_url=url, data_dir=tmp_path / "data", **FAST)
+    settings = Settings(redis_url=url, data_dir=tmp_path / "data")
     with ServerThread(make_gateway(settings)) as gw:
         ids = [
             httpx.post(gw.url + "/v1/jobs", json={"model": "noop", "payload": {"note": str(i)}}).json()["id"]
@@ -73,27 +80,12 @@ def test_restarting_embedded_valkey_between_submit_and_run_loses_nothing(tmp_pat
         server.stop()
 
 
-def _harmonia_up(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HARMONIA_")}
-    env["HARMONIA_LOG_LEVEL"] = "WARNING"
-    return subprocess.Popen(
-        [sys.executable, "-m", "harmonia", "up", "--port", str(port), "--data-dir", str(data_dir)], env=env
-    )
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url + "/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def test_harmonia_up_stop_start_keeps_jobs_and_results(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    up = _harmonia_up(tmp_path / "d", port)
+    up = harmonia_up(tmp_path / "d", port)
     try:
-        wait_for(lambda: _ready(url), timeout=60, interval=0.2)
+        wait_for(lambda: ready(url), timeout=60, interval=0.2)
         done = httpx.post(
             url + "/v1/jobs", json={"model": "noop", "mode": "sync", "payload": {"artifact": True}}
         ).json()
@@ -105,9 +97,9 @@ def test_harmonia_up_stop_start_keeps_jobs_and_results(tmp_path: Path) -> None:
     finally:
         up.send_signal(signal.SIGTERM)  # graceful: the running job finishes first
         assert up.wait(timeout=60) == 0
-    up = _harmonia_up(tmp_path / "d", port)
+    up = harmonia_up(tmp_path / "d", port)
     try:
-        wait_for(lambda: _ready(url), timeout=60, interval=0.2)
+        wait_for(lambda: ready(url), timeout=60, interval=0.2)
         assert httpx.get(f"{url}/v1/jobs/{running['id']}").json()["status"] == "succeeded"
         again = httpx.get(f"{url}/v1/jobs/{done['id']}").json()
         assert again["status"] == "succeeded"
@@ -120,9 +112,9 @@ def test_harmonia_up_stop_start_keeps_jobs_and_results(tmp_path: Path) -> None:
 def test_valkey_orphaned_by_a_killed_up_is_stopped_before_a_restart(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    up = _harmonia_up(tmp_path / "d", port)
+    up = harmonia_up(tmp_path / "d", port)
     try:
-        wait_for(lambda: _ready(url), timeout=60, interval=0.2)
+        wait_for(lambda: ready(url), timeout=60, interval=0.2)
         done = httpx.post(url + "/v1/jobs", json={"model": "noop", "mode": "sync", "payload": {}}).json()
         assert done["status"] == "succeeded"
     finally:
@@ -130,9 +122,9 @@ def test_valkey_orphaned_by_a_killed_up_is_stopped_before_a_restart(tmp_path: Pa
         up.wait()
     pid = int((tmp_path / "d" / "valkey" / "valkey.pid").read_text())
     assert Path(f"/proc/{pid}").exists()  # the orphan still owns the data dir
-    up = _harmonia_up(tmp_path / "d", port)
+    up = harmonia_up(tmp_path / "d", port)
     try:
-        wait_for(lambda: _ready(url), timeout=60, interval=0.2)
+        wait_for(lambda: ready(url), timeout=60, interval=0.2)
         assert not Path(f"/proc/{pid}").exists()  # stopped before the new server started
         assert httpx.get(f"{url}/v1/jobs/{done['id']}").json()["status"] == "succeeded"
     finally:

@@ -86,7 +86,9 @@ def up(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="gateway port")] = 8000,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="state: Valkey data, artifacts")] = None,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=0, help="worker processes (0: gateway and Valkey only, workers run elsewhere)")
+    ] = 1,
     threads: Annotated[int | None, typer.Option(help="threads per worker")] = None,
 ) -> None:
     """Start everything on this machine: embedded Valkey (unless HARMONIA_REDIS_URL is set), the
@@ -144,6 +146,27 @@ def worker(
     except ValueError as exc:
         fail(str(exc), 2)
     proc.run_forever()
+
+
+@app.command()
+def probe(
+    process: Annotated[str, typer.Argument(help="what to check: worker")],
+) -> None:
+    """Liveness probe (containers, Kubernetes): exit 0 if the worker on this host is alive, 1 with
+    the reason if it is wedged (its liveness file is older than HARMONIA_WORKER_LIVENESS_MAX_AGE_S).
+    A Redis outage does not fail it: restarting the worker would not help."""
+    from harmonia.worker import liveness_age
+
+    if process != "worker":
+        fail(f"unknown process {process!r}: the probe knows `worker`", 2)
+    settings = load_settings()
+    path, limit = settings.liveness_file, settings.worker_liveness_max_age_s
+    age = liveness_age(path)
+    if age is None:
+        fail(f"worker not alive: no liveness file at {path} (not started, or not on this host)")
+    if age > limit:
+        fail(f"worker wedged: {path} last touched {age:.0f} s ago (limit {limit:g} s)")
+    typer.echo(f"worker alive: {path} touched {age:.0f} s ago")
 
 
 SERVICE_PORTS = {"musicgen": 8001, "ollama": 8002, "diffsinger": 8003}

@@ -6,6 +6,7 @@ Nested groups use `__`, e.g. `HARMONIA_MUSICGEN__DEVICE=cuda`. Nothing here is r
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -94,6 +95,14 @@ class Settings(BaseSettings):
     queues: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_QUEUES))
     worker_threads: int = Field(2, ge=1, le=256)
     shutdown_timeout_s: float = Field(600.0, ge=0)
+    worker_liveness_file: Path | None = Field(
+        None,
+        description="a file the worker touches while its consumers are healthy (`harmonia probe worker` "
+        "checks its age); unset = <temp dir>/harmonia-worker.alive",
+    )
+    worker_liveness_max_age_s: float = Field(
+        60.0, gt=0, description="the worker counts as wedged when its liveness file is older than this"
+    )
 
     # --- engines -------------------------------------------------------------------------------
     soundfont: Path | None = Field(None, description=".sf2 for the render engine; unset = bundled GM")
@@ -131,3 +140,7 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def liveness_file(self) -> Path:
+        return self.worker_liveness_file or Path(tempfile.gettempdir()) / "harmonia-worker.alive"

@@ -16,13 +16,19 @@ import json
 import logging
 import socket
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import httpx
 import stamina
 
-from harmonia.errors import InvalidInput
+from harmonia.errors import HarmoniaError, InvalidInput
+from harmonia.jobs.models import job_view
+
+if TYPE_CHECKING:
+    from harmonia.config import Settings
+    from harmonia.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +116,44 @@ def deliver(
                     raise WebhookFailed(f"{response.status_code} from webhook")
                 return response.status_code
     raise RuntimeError("unreachable")  # stamina re-raises the last error
+
+
+class WebhookNotifier:
+    """Sends finished jobs to their webhooks from a small thread pool, so neither a worker thread
+    nor a gateway request waits on a receiver. Used by the worker (a job finished or was canceled
+    at claim) and the gateway (a queued job canceled). Each outcome is recorded as a job event."""
+
+    def __init__(self, settings: Settings, store: JobStore, *, transport: httpx.BaseTransport | None = None):
+        self.settings, self.store, self.transport = settings, store, transport
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
+
+    def notify(self, job_id: str) -> None:
+        """Deliver the finished job to its webhook, off the calling thread (best effort)."""
+        job = self.store.get(job_id)
+        if job is None or not job.webhook_url:
+            return
+        self._pool.submit(self._deliver, job.id, job.webhook_url, job_view(job))
+
+    def _deliver(self, job_id: str, url: str, body: dict[str, Any]) -> None:
+        secret = self.settings.webhook_secret
+        try:
+            status = deliver(
+                url,
+                body,
+                secret=secret.get_secret_value().encode() if secret else None,
+                allow_private=self.settings.webhook_allow_private,
+                timeout_s=self.settings.webhook_timeout_s,
+                transport=self.transport,
+            )
+            message = f"webhook delivered ({status})"
+        except (httpx.HTTPError, WebhookFailed, InvalidInput) as exc:
+            log.warning("job %s: webhook to %s failed: %s", job_id, url, exc)
+            message = f"webhook failed: {exc}"
+        try:
+            self.store.add_event(job_id, "log", {"message": message})
+        except HarmoniaError as exc:  # redis went away meanwhile: the delivery itself happened
+            log.warning("job %s: could not record the webhook outcome: %s", job_id, exc)
+
+    def close(self) -> None:
+        """Wait for deliveries already handed over (shutdown)."""
+        self._pool.shutdown(wait=True)

@@ -225,12 +225,24 @@ WORKER_PING = re.compile(r"redis\.Redis\.from_url\(Settings\(\)\.redis_url")
 URL_IN_CODE = re.compile(r"https?://(?:127\.0\.0\.1|localhost):(\d+)(/[^'\"\s]*)")
 
 
-def check_health_command(test: list[str], inv: Invocation, env: Mapping[str, str]) -> list[str]:
+def check_health_command(
+    test: list[str], inv: Invocation, env: Mapping[str, str], *, liveness: bool = False
+) -> list[str]:
     """Problems with a health-check command for the process `inv` (an empty list = fine).
 
     HTTP services: `python -c` opening http://127.0.0.1:<its port><a real GET route>.
-    Workers: `python -c` pinging the Redis that Settings() reads from the environment."""
+    Workers: `harmonia probe worker` (the worker's own liveness file), or, for readiness only,
+    `python -c` pinging the Redis that Settings() reads from the environment (a liveness check that
+    pings Redis would restart every worker during a Redis outage)."""
     problems: list[str] = []
+    worker = inv.command == "worker"
+    if test[:1] == ["harmonia"]:
+        probe = parse_cli(test[1:])  # a real command line of the CLI, or CliError
+        if (probe.command, probe.params.get("process")) != ("probe", "worker") or not worker:
+            return [f"`{' '.join(test)}` is not the worker probe of a worker"]
+        return []
+    if liveness and worker:
+        return [f"a worker's liveness check must be `harmonia probe worker`, not {test}"]
     if test[:2] != ["python", "-c"] or len(test) != 3:
         return [f"health check is not `python -c CODE`: {test}"]
     code = test[2]

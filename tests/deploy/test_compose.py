@@ -36,8 +36,8 @@ CLEAN = REPO / "clean_services"
 COMPOSE = CLEAN / "docker-compose.clean.yml"
 GPU = CLEAN / "docker-compose.gpu.yml"
 REQUIRED = {"HARMONIA_API_KEYS": "test-key", "REDIS_PASSWORD": "test-password"}
-DEFAULT_SERVICES = {"redis", "orchestrator", "jen1", "musicgen"}
-PROFILED = {"musicgen-worker": "musicgen-jobs", "diffsinger": "diffsinger", "diffsinger-worker": "diffsinger",
+DEFAULT_SERVICES = {"redis", "orchestrator", "jen1", "musicgen", "musicgen-worker"}
+PROFILED = {"diffsinger": "diffsinger", "diffsinger-worker": "diffsinger",
             "ollama-daemon": "ollama", "ollama": "ollama"}  # fmt: skip
 
 
@@ -150,7 +150,7 @@ def test_commands_env_ports_and_healthchecks_match_the_code() -> None:
                 assert port == 8000 and env.get("HARMONIA_API_KEYS") == REQUIRED["HARMONIA_API_KEYS"]
         test = svc["healthcheck"]["test"]
         assert test[0] == "CMD", name
-        problems = check_health_command(test[1:], inv, env)
+        problems = check_health_command(test[1:], inv, env, liveness=True)
         assert not problems, f"{name}: {problems}"
     assert seen == set(model["services"]) - {"redis", "ollama-daemon"}
 

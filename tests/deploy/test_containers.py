@@ -127,7 +127,7 @@ def test_healthcheck_hits_a_real_route_on_the_served_port(image) -> None:
     match = re.search(r"\bCMD\s+(\[.*\])\s*$", checks[0])
     assert match, f"{rel}: HEALTHCHECK must use CMD in exec form"
     inv = parse_cli(exec_form(df.final.all("CMD")[-1]))
-    problems = check_health_command(exec_form(match.group(1)), inv, df.final_env())
+    problems = check_health_command(exec_form(match.group(1)), inv, df.final_env(), liveness=True)
     assert not problems, f"{rel}: {problems}"
 
 

@@ -260,6 +260,7 @@ def test_containers_run_real_commands_with_real_settings(name: str) -> None:
             k: container[k] for k in ("startupProbe", "readinessProbe", "livenessProbe") if k in container
         }
         assert "readinessProbe" in probes, f"{where}: no readiness probe"
+        assert "livenessProbe" in probes, f"{where}: no liveness probe (a wedged process is never restarted)"
         if port is not None:
             assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz", where
             assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz", where
@@ -269,7 +270,9 @@ def test_containers_run_real_commands_with_real_settings(name: str) -> None:
                 assert ports.get(target, target) == port, f"{where}: {kind} port"
                 assert serves_get(inv, probe["httpGet"]["path"]), f"{where}: {kind} path is no route"
             else:
-                problems = check_health_command(probe["exec"]["command"], inv, env)
+                problems = check_health_command(
+                    probe["exec"]["command"], inv, env, liveness=kind == "livenessProbe"
+                )
                 assert not problems, f"{where}: {kind}: {problems}"
         if port is not None and "HARMONIA_API_KEYS" not in env:
             # without keys a non-loopback bind is refused unless explicitly allowed

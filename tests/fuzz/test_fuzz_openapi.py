@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 
 from harmonia.config import Settings
 from harmonia.embedded import EmbeddedValkey
-from helpers import FAST, ServerThread, make_gateway
+from helpers import ServerThread, make_gateway
 
 EXAMPLES = int(os.environ.get("HARMONIA_FUZZ_EXAMPLES", "25"))
 AUTH = {"Authorization": "Bearer fuzz-key"}
@@ -34,7 +34,7 @@ AUTH = {"Authorization": "Bearer fuzz-key"}
 @pytest.fixture(scope="module")
 def live_gateway(valkey: EmbeddedValkey, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data: Path = tmp_path_factory.mktemp("fuzz")
-    opts = {**FAST, "sync_timeout_s": 0.2}  # no worker runs: sync submissions answer 202 quickly
+    opts = {"sync_timeout_s": 0.2}  # no worker runs: sync submissions answer 202 quickly
     cfg = Settings(redis_url=valkey.url, data_dir=data, api_keys=[SecretStr("fuzz-key")], **opts)
     with ServerThread(make_gateway(cfg)) as gw:
         yield gw.url

@@ -5,6 +5,7 @@
   "drop"       reads the request and closes the connection without answering
   "hang"       reads the request and never answers; records when the client closes the connection
   "flaky-<n>"  answers 500 to the first n requests with that text, then a valid empty result
+  "slow-<s>"   answers a valid empty result after s seconds (a long generation)
 
 Raw sockets (not a framework) so that "hang" and "drop" are exactly that, and so the server sees
 when a client gives up on a connection.
@@ -97,6 +98,9 @@ class BadService:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             elif text == "hang":
                 self._hang(conn)
+            elif text.startswith("slow-"):
+                time.sleep(float(text.split("-")[1]))
+                self._answer(conn, 200, {"artifacts": [], "output": {"answered": text}})
             else:
                 self._answer(conn, 200, {"artifacts": [], "output": {"answered": text}})
 

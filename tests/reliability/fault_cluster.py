@@ -28,7 +28,7 @@ import redis
 
 from harmonia.config import Settings
 from harmonia.jobs.queue import NAMESPACE
-from harmonia.jobs.store import events_key, job_key
+from harmonia.jobs.store import RUNNING_KEY, events_key, job_key
 from helpers import free_port, wait_for, worker_env
 
 SCALE = os.environ.get("HARMONIA_FAULT_SCALE", "ci").strip().lower()
@@ -41,13 +41,8 @@ def sized(ci: int, full: int) -> int:
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment for a gateway or worker subprocess of this cluster (FAST timings)."""
-    env = worker_env(settings, **extra)
-    env.setdefault("HARMONIA_RESULT_TTL_S", str(settings.result_ttl_s))
-    env.setdefault("HARMONIA_MAX_RETRIES", str(settings.max_retries))
-    env.setdefault("HARMONIA_SHUTDOWN_TIMEOUT_S", str(settings.shutdown_timeout_s))
-    env.setdefault("HARMONIA_SYNC_TIMEOUT_S", str(settings.sync_timeout_s))
-    return env
+    """The environment for a gateway or worker subprocess of this cluster: the test's settings."""
+    return worker_env(settings, **extra)
 
 
 @dataclass
@@ -183,6 +178,17 @@ def statuses(r: redis.Redis, ids: Iterable[str]) -> dict[str, str]:
         for job_id, value in zip(chunk, pipe.execute(), strict=True):
             out[job_id] = value.decode() if value else "missing"
     return out
+
+
+def running_pids(r: redis.Redis) -> set[int]:
+    """Pids of the workers holding a running job now (the job records name `host:pid`)."""
+    ids = [m.decode() for m in r.zrange(RUNNING_KEY, 0, -1)]
+    pipe = r.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(job_key(job_id), "status", "worker")
+    return {
+        int(worker.rsplit(b":", 1)[1]) for status, worker in pipe.execute() if status == b"running" and worker
+    }
 
 
 def wait_finished(r: redis.Redis, ids: list[str], timeout: float) -> dict[str, str]:

@@ -11,7 +11,8 @@ import pytest
 import redis
 from fault_cluster import Cluster, attempts, state_events, statuses, submit_all, wait_finished
 
-from helpers import wait_for
+from harmonia.config import Settings
+from helpers import short_recovery, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,10 @@ def test_sigterm_lets_running_jobs_finish_and_returns_the_rest(
     assert second.terminate() == 0
 
 
-def test_sigterm_past_shutdown_limit_requeues_the_running_job(cluster: Cluster, rclient: redis.Redis) -> None:
+def test_sigterm_past_shutdown_limit_requeues_the_running_job(
+    cluster: Cluster, rclient: redis.Redis, settings: Settings
+) -> None:
+    short_recovery(settings)  # the abandoned job is redelivered within seconds, not 90 s
     _, url = cluster.gateway()
     [answer] = submit_all(url, [{"model": "noop", "payload": {"sleep_s": 4.0, "steps": 40}}])
     job_id = answer.body["id"]

@@ -16,7 +16,6 @@ from fault_cluster import Cluster, Submission, post_job, sized, state_events, wa
 from harmonia.config import Settings
 from harmonia.embedded import EmbeddedValkey
 from harmonia.redis_client import connect
-from helpers import FAST
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +33,7 @@ def test_valkey_restart_during_submission_and_processing(tmp_path: Path, how: st
     server = EmbeddedValkey(data, appendfsync=fsync)
     url = server.start()
     port = server.port
-    settings = Settings(redis_url=url, data_dir=data, **FAST)
+    settings = Settings(redis_url=url, data_dir=data)
     cluster = Cluster(settings, tmp_path / "logs")
     answers: list[tuple[float, Submission]] = []
     stop = threading.Event()

@@ -21,10 +21,10 @@ from harmonia.gateway.auth import Authenticator
 from harmonia.gateway.metrics import QueueDepthCollector
 from harmonia.gateway.ratelimit import RateLimiter
 from harmonia.jobs.queue import JobQueue
-from harmonia.jobs.runner import LeaseKeeper, Runner
 from harmonia.jobs.store import JobStore
 from harmonia.storage import ArtifactStore, build_store
 from harmonia.web import BodySizeLimit, error_responses, install_error_handlers
+from harmonia.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ class GatewayState:
     submitted: Counter
     requests: Counter
     latency: Histogram
-    runner: Runner
-    leases: LeaseKeeper
+    webhooks: WebhookNotifier
     rate_limiter: RateLimiter | None = None
     sync_waiters: int = 0  # changed only on the event loop
 
@@ -94,8 +93,6 @@ def create_app(
     )
     queue = JobQueue(settings, client, queues)
     artifacts = artifacts or build_store(settings)
-    # sync jobs for a model with a service URL are run here, directly against that service
-    leases = LeaseKeeper(store, interval_s=max(settings.lease_s / 3, 0.2))
     state = GatewayState(
         settings=settings,
         store=store,
@@ -116,8 +113,7 @@ def create_app(
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
             registry=metrics,
         ),
-        runner=Runner(settings, store, queue, registry, artifacts, leases),
-        leases=leases,
+        webhooks=WebhookNotifier(settings, store),
         rate_limiter=RateLimiter(settings.rate_limit, settings.redis_url)
         if settings.rate_limit and settings.redis_url
         else None,
@@ -132,7 +128,7 @@ def create_app(
             )
         yield
         await aclient.aclose()
-        state.runner.close()  # lets queued webhook deliveries finish
+        state.webhooks.close()  # lets webhook deliveries already handed over finish
 
     app = FastAPI(
         title="Harmonia",

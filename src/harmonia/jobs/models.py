@@ -88,6 +88,7 @@ class Job(BaseModel):
     webhook_url: str | None = None
     progress: Progress = Field(default_factory=Progress)
     attempts: int = 0
+    worker: str | None = Field(None, description="the worker (host:pid) that runs, or last ran, the job")
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None

@@ -8,13 +8,14 @@ termination grace period (deploy/k8s/README.md).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import q_name
+from dramatiq.common import current_millis, q_name
 from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from harmonia.config import Settings
@@ -60,6 +61,7 @@ class _BellConsumer(_RedisConsumer):  # type: ignore[misc]
         self.recover = recover
 
     def __next__(self):  # type: ignore[no-untyped-def]
+        self.broker.ticks[self.queue_name] = time.monotonic()
         if self.recover:
             self._requeue_unheld()
         # Wait on the bell only when a fetch came back empty (the queue is idle). With the
@@ -111,21 +113,32 @@ class _Broker(RedisBroker):  # type: ignore[misc]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._held: dict[str, set[str]] = {}
+        #: when each queue's consumer last went round its loop (or was restarted after a connection
+        #: error): the worker's liveness check reads it
+        self.ticks: dict[str, float] = {}
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _BellConsumer:
+        self.ticks[queue_name] = time.monotonic()
         restarted = queue_name in self._held
         held = self._held.setdefault(queue_name, set())
         return _BellConsumer(self, queue_name, prefetch, idle_ms=timeout, held=held, recover=restarted)
 
 
+#: message option: put the message at the head of its queue (a sync job: its caller is waiting)
+FRONT_OPTION = "harmonia_front"
+
 # After an enqueue, in one round trip: record on the job which broker message carries it now (only
-# for a job that still exists), and ring the queue's doorbell (capped) unless the message is delayed.
-# KEYS: job, bell   ARGV: broker queue, message id, ring ('1' / '0')
+# for a job that still exists); for a message due now, move it to the head of its queue when asked
+# (only if no worker fetched it meanwhile) and ring the queue's doorbell (capped).
+# KEYS: job, bell, queue list   ARGV: broker queue, message id, ring ('1' / '0'), front ('1' / '0')
 _AFTER_ENQUEUE = f"""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], '{MSG_QUEUE_FIELD}', ARGV[1], '{MSG_ID_FIELD}', ARGV[2])
 end
 if ARGV[3] == '1' then
+  if ARGV[4] == '1' and redis.call('LREM', KEYS[3], -1, ARGV[2]) == 1 then
+    redis.call('LPUSH', KEYS[3], ARGV[2])
+  end
   redis.call('LPUSH', KEYS[2], 1)
   redis.call('LTRIM', KEYS[2], 0, 63)
 end
@@ -135,9 +148,10 @@ end
 class _AfterEnqueue(dramatiq.Middleware):  # type: ignore[misc]
     """After every enqueue (`JobQueue.send`, a retry, a delayed message moved to its queue):
     record on the job which broker message carries it, so the reaper can see a queued job whose
-    message is gone, and ring the queue's doorbell when the message is due now. Best effort: the
-    message is on the broker either way (a missed note costs at most a harmless duplicate later,
-    a missed ring at most the consumer's idle poll)."""
+    message is gone, and, when the message is due now, move it to the head of its queue if it asks
+    to be first (`FRONT_OPTION`) and ring the queue's doorbell. Best effort: the message is on the
+    broker either way (a missed note costs at most a harmless duplicate later, a missed ring at most
+    the consumer's idle poll, a missed move its place in line)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.script = client.register_script(_AFTER_ENQUEUE)
@@ -145,10 +159,17 @@ class _AfterEnqueue(dramatiq.Middleware):  # type: ignore[misc]
     def after_enqueue(self, broker: RedisBroker, message: dramatiq.Message, delay: int | None) -> None:
         if not message.args:
             return
+        queue = q_name(message.queue_name)
+        front = "1" if message.options.get(FRONT_OPTION) else "0"
         try:
             self.script(
-                keys=[job_key(str(message.args[0])), BELL_PREFIX + q_name(message.queue_name)],
-                args=[message.queue_name, message.options["redis_message_id"], "1" if delay is None else "0"],
+                keys=[job_key(str(message.args[0])), BELL_PREFIX + queue, f"{broker.namespace}:{queue}"],
+                args=[
+                    message.queue_name,
+                    message.options["redis_message_id"],
+                    "1" if delay is None else "0",
+                    front,
+                ],
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("after enqueueing job %s: redis unreachable (%s)", message.args[0], exc)
@@ -207,16 +228,21 @@ class JobQueue:
     def set_handler(self, handler: Callable[[str], None]) -> None:
         self._handler = handler
 
-    def send(self, queue: str, job_id: str, timeout_s: float, delay_ms: int | None = None) -> str:
-        """Enqueue one run of `job_id`. Returns the Dramatiq message id."""
+    def send(
+        self, queue: str, job_id: str, timeout_s: float, delay_ms: int | None = None, *, front: bool = False
+    ) -> str:
+        """Enqueue one run of `job_id`. `front` puts it at the head of its queue (a caller is
+        waiting for it), this time and when it is retried. Returns the Dramatiq message id."""
         actor = self.actors.get(queue)
         if actor is None:
             raise KeyError(f"queue {queue!r} is not declared")
+        options: dict[str, Any] = {FRONT_OPTION: True} if front else {}
         try:
             message = actor.send_with_options(
                 args=(job_id,),
                 delay=delay_ms,
                 time_limit=int((timeout_s + TIME_LIMIT_GRACE_S) * 1000),
+                **options,
             )
         except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.ConnectionError) as exc:
             raise DependencyDown(f"redis unreachable: {exc}") from exc
@@ -229,6 +255,54 @@ class JobQueue:
             return bool(self.broker.client.hexists(f"{NAMESPACE}:{broker_queue}.msgs", message_id))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise DependencyDown(f"redis unreachable: {exc}") from exc
+
+    def requeue_dead_consumers(self) -> int:
+        """Put the messages of every consumer whose heartbeat lapsed (a dead or cut-off worker:
+        what it was running, had prefetched, or held in its delay queue) back on their queues, now.
+
+        This is Dramatiq's own dead-worker maintenance (its `dispatch` script), which Dramatiq itself
+        runs only on a random 1 in 1,000 of its commands; the reaper runs it on a schedule so the
+        recovery time is bounded. Workers are dead by the heartbeats Dramatiq keeps
+        (`heartbeat_timeout_ms` without a fetch); a live worker's messages are never touched.
+        Only queues where a dead worker holds messages are swept (Dramatiq's sweep scans keys), so a
+        death costs one sweep. Returns how many dead workers held messages (nothing dead costs one
+        round trip)."""
+        client = self.broker.client
+        now = current_millis()
+        timeout = self.broker.heartbeat_timeout
+        queues = sorted(self.broker.get_declared_queues() | self.broker.get_declared_delay_queues())
+        try:
+            dead = [d.decode() for d in client.zrangebyscore(f"{NAMESPACE}:__heartbeats__", 0, now - timeout)]
+            if not dead:
+                return 0
+            # which of their ack sets hold messages (a silent gateway, which only enqueues, holds none)
+            pipe = client.pipeline(transaction=False)
+            pairs = [(worker, queue) for worker in dead for queue in queues]
+            for worker, queue in pairs:
+                pipe.exists(f"{NAMESPACE}:__acks__.{worker}.{queue}")
+            held = [pair for pair, n in zip(pairs, pipe.execute(), strict=True) if n]
+            if not held:
+                return 0
+            holders = {worker for worker, _ in held}
+            log.warning("requeueing messages of %d worker(s) silent for over %d ms", len(holders), timeout)
+            dispatch = self.broker.scripts["dispatch"]
+            for queue in sorted({queue for _, queue in held}):
+                # an unknown command: the script does its maintenance (forced on) and nothing else;
+                # the caller's id is this reaper's own, so no worker's heartbeat is refreshed by it
+                dispatch(
+                    keys=[NAMESPACE],
+                    args=[
+                        "harmonia-maintenance", now, queue, self.reaper_id, timeout,
+                        self.broker.dead_message_ttl, 1, self.broker._max_unpack_size(),
+                    ],
+                )  # fmt: skip
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise DependencyDown(f"redis unreachable: {exc}") from exc
+        return len(holders)
+
+    @property
+    def reaper_id(self) -> str:
+        return f"harmonia-reaper.{self.broker.broker_id}"
 
     def depth(self, queue: str) -> int:
         """Messages waiting (not running) on a queue: what KEDA's redis scaler reads."""

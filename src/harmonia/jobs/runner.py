@@ -8,17 +8,16 @@ deterministic keys, and the result is recorded by a transition that checks this 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from dramatiq.middleware import CurrentMessage
 from dramatiq.middleware.time_limit import TimeLimitExceeded
 
-from harmonia import webhooks
 from harmonia.config import Settings
 from harmonia.engines.registry import Registry
 from harmonia.errors import (
@@ -32,10 +31,11 @@ from harmonia.errors import (
     JobTimedOut,
     RetryableError,
 )
-from harmonia.jobs.models import Artifact, JobError, JobState, job_view
+from harmonia.jobs.models import Artifact, JobError, JobState
 from harmonia.jobs.queue import JobQueue
 from harmonia.jobs.store import JobStore
 from harmonia.storage import ArtifactStore
+from harmonia.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class JobContext:
     timeout_s: float
     cancel_requested: bool = False
     lost: bool = False
+    #: when Redis last confirmed this attempt's lease (monotonic clock)
+    confirmed_at: float = field(default_factory=time.monotonic)
     _last_beat: float = field(default=0.0)
     _last_message: str | None = field(default=None)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,19 +90,26 @@ class JobContext:
         self.store.add_event(self.job_id, kind, data)
 
     def apply(self, beat: str) -> None:
+        if beat == "lost":
+            self.lost = True
+            return
+        self.confirmed_at = time.monotonic()
         if beat == "cancel":
             self.cancel_requested = True
-        elif beat == "lost":
-            self.lost = True
 
 
 class LeaseKeeper:
     """Refreshes the lease of every job this process runs, so only a dead worker's jobs expire,
-    and learns of cancel requests even while an engine is between checks."""
+    and learns of cancel requests even while an engine is between checks.
 
-    def __init__(self, store: JobStore, interval_s: float) -> None:
+    An attempt whose lease could not be confirmed for `lease_s` (Redis unreachable: this worker is
+    cut off) counts as lost: by then another worker may take the job over, so this one stops at its
+    engine's next check instead of doing the same work twice."""
+
+    def __init__(self, store: JobStore, interval_s: float, lease_s: float) -> None:
         self.store = store
         self.interval_s = interval_s
+        self.lease_s = lease_s
         self._active: dict[str, JobContext] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -134,15 +143,23 @@ class LeaseKeeper:
                     ctx.apply(self.store.beat(ctx.job_id, ctx.claim))
                 except DependencyDown:
                     log.warning("lease refresh for job %s failed: redis unreachable", ctx.job_id)
+                    if time.monotonic() - ctx.confirmed_at > self.lease_s and not ctx.lost:
+                        log.warning("job %s: lease lapsed while cut off; stopping this attempt", ctx.job_id)
+                        ctx.lost = True
 
 
 class Reaper:
-    """Safety net for at-least-once. Re-enqueues
-    - running jobs that nobody holds and whose message is gone (Dramatiq's own redelivery had its
-      chance first), and
+    """Bounded recovery for at-least-once delivery. Every tick (`interval_s`) it
+    - puts the messages of dead or cut-off workers (running, prefetched, delayed) back on their
+      queues, by running Dramatiq's own dead-worker maintenance (`JobQueue.requeue_dead_consumers`)
+      instead of waiting for Dramatiq to run it by chance;
+    and, as a last net, re-enqueues
+    - running jobs that nobody has held for `grace_ms` (lease lapsed: e.g. the message was acked
+      by an attempt that lost its lease while cut off), and
     - queued jobs that no broker message carries any more (e.g. a retry whose re-enqueue failed
       while Redis was going down, after the job was already marked queued for it).
-    The claim makes a duplicate message harmless."""
+    The claim makes a duplicate message harmless: a job is run by one attempt at a time and
+    records one result."""
 
     def __init__(
         self,
@@ -166,6 +183,7 @@ class Reaper:
         self._stop.set()
 
     def reap(self) -> list[str]:
+        self.queue.requeue_dead_consumers()
         revived = []
         for job_id in self.store.orphans(self.grace_ms):
             job = self.store.get(job_id)
@@ -216,6 +234,7 @@ class Runner:
         registry: Registry,
         artifacts: ArtifactStore,
         leases: LeaseKeeper,
+        webhooks: WebhookNotifier,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -223,13 +242,14 @@ class Runner:
         self.registry = registry
         self.artifacts = artifacts
         self.leases = leases
-        self._webhooks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
+        self.webhooks = webhooks
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, job_id: str) -> None:
         self.run(job_id)
 
     def run(self, job_id: str) -> None:
-        outcome, claim, extra = self.store.claim(job_id)
+        outcome, claim, extra = self.store.claim(job_id, self.identity)
         if outcome == "leased":
             job = self.store.get(job_id)
             if job is not None:
@@ -239,7 +259,7 @@ class Runner:
         if outcome != "claimed":
             log.info("job %s not run: %s", job_id, outcome)
             if outcome == "canceled":  # canceled before it ran: it finished now
-                self.notify(job_id)
+                self.webhooks.notify(job_id)
             return
         job = self.store.get(job_id)
         if job is None:
@@ -292,23 +312,12 @@ class Runner:
         if outcome != "ok":
             log.warning("job %s: result not recorded (%s)", job_id, outcome)
         else:
-            self.notify(job_id)
+            self.webhooks.notify(job_id)
 
     def _retry_or_fail(self, ctx: JobContext, exc: RetryableError | DependencyDown) -> None:
         message = CurrentMessage.get_current_message()
         error = JobError(code=exc.code, message=str(exc), retryable=True).model_dump()
-        if message is None:
-            # run directly (the gateway's sync path), not from a queue: hand it to the queue, whose
-            # workers retry it with backoff
-            outcome, _ = self.store.transition(
-                ctx.job_id, JobState.queued, claim=ctx.claim, fields={"error": error},
-                event={"reason": f"queued for retry after: {exc}", "retry": 1},
-            )  # fmt: skip
-            job = self.store.get(ctx.job_id)
-            if outcome == "ok" and job is not None:
-                self.queue.send(job.queue, job.id, job.timeout_s, delay_ms=self.settings.min_backoff_ms)
-            return
-        retries = int(message.options.get("retries", 0))
+        retries = int(message.options.get("retries", 0)) if message is not None else 0
         if retries < self.settings.max_retries:
             outcome, _ = self.store.transition(
                 ctx.job_id,
@@ -337,29 +346,4 @@ class Runner:
         if outcome != "ok":
             log.warning("job %s: could not record %s (%s)", ctx.job_id, state.value, outcome)
         else:
-            self.notify(ctx.job_id)
-
-    def notify(self, job_id: str) -> None:
-        """Send the finished job to its webhook, off the calling thread (best effort)."""
-        job = self.store.get(job_id)
-        if job is None or not job.webhook_url:
-            return
-        self._webhooks.submit(self._deliver, job.id, job.webhook_url, job_view(job))
-
-    def _deliver(self, job_id: str, url: str, body: dict[str, Any]) -> None:
-        secret = self.settings.webhook_secret
-        try:
-            status = webhooks.deliver(
-                url,
-                body,
-                secret=secret.get_secret_value().encode() if secret else None,
-                allow_private=self.settings.webhook_allow_private,
-                timeout_s=self.settings.webhook_timeout_s,
-            )
-            self.store.add_event(job_id, "log", {"message": f"webhook delivered ({status})"})
-        except (httpx.HTTPError, webhooks.WebhookFailed, InvalidInput) as exc:
-            log.warning("job %s: webhook to %s failed: %s", job_id, url, exc)
-            self.store.add_event(job_id, "log", {"message": f"webhook failed: {exc}"})
-
-    def close(self) -> None:
-        self._webhooks.shutdown(wait=True)
+            self.webhooks.notify(ctx.job_id)

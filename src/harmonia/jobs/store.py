@@ -93,7 +93,8 @@ return {'ok', status}
 
 # Claim a job for one attempt. A queued job is claimed; a running job only when its lease expired
 # (its worker died: this is the redelivery of an unacked message). Lease times use the server clock.
-# KEYS: job, events, running index, queued index   ARGV: claim, lease_ms, now, events_maxlen, job_id
+# KEYS: job, events, running index, queued index
+# ARGV: claim, lease_ms, now, events_maxlen, job_id, worker
 _CLAIM = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'lease_until', 'cancel_requested', 'attempts')
 local status = f[1]
@@ -117,7 +118,7 @@ if f[3] == '1' then
 end
 local attempts = tonumber(f[4] or '0') + 1
 redis.call('HSET', KEYS[1], 'status', 'running', 'claim', ARGV[1], 'lease_until', now_ms + tonumber(ARGV[2]),
-  'attempts', attempts, 'updated_at', ARGV[3])
+  'attempts', attempts, 'updated_at', ARGV[3], 'worker', ARGV[6])
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[2]), ARGV[5])
 local started = redis.call('HGET', KEYS[1], 'started_at')
 if not started or started == '' then redis.call('HSET', KEYS[1], 'started_at', ARGV[3]) end
@@ -363,15 +364,16 @@ class JobStore:
         return found, base64.urlsafe_b64encode(f"{last[0]!r}:{last[1]}".encode()).decode()
 
     # --- worker side -----------------------------------------------------------------------------
-    def claim(self, job_id: str) -> tuple[str, str, int]:
-        """Try to take a job for one attempt. Returns (outcome, claim_token, attempt_or_wait_ms):
-        outcome is 'claimed', 'leased' (another live worker holds it; wait that many ms),
-        'finished', 'canceled' (cancel requested before it ran; now finished) or 'missing'."""
+    def claim(self, job_id: str, worker: str = "") -> tuple[str, str, int]:
+        """Try to take a job for one attempt by `worker` (host:pid, recorded on the job). Returns
+        (outcome, claim_token, attempt_or_wait_ms): outcome is 'claimed', 'leased' (another live
+        worker holds it; wait that many ms), 'finished', 'canceled' (cancel requested before it
+        ran; now finished) or 'missing'."""
         token = secrets.token_hex(8)
         with _redis_errors():
             outcome, _, extra = self._claim(
                 keys=[job_key(job_id), events_key(job_id), RUNNING_KEY, QUEUED_KEY],
-                args=[token, self.lease_ms, time.time(), self.events_maxlen, job_id],
+                args=[token, self.lease_ms, time.time(), self.events_maxlen, job_id, worker],
             )
         if outcome == b"canceled":
             self._expire(job_id)

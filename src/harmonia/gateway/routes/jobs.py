@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -22,7 +20,6 @@ from harmonia.web import ApiError
 from harmonia.webhooks import check_webhook_url
 
 router = APIRouter(tags=["jobs"])
-log = logging.getLogger(__name__)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
@@ -55,31 +52,20 @@ def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) 
     job, created = state.store.create(job, idem, request_hash)
     if not created:
         return job, False
-    if req.mode == "sync" and spec.service_url(settings):
-        threading.Thread(
-            target=_run_direct, args=(state, job.id), name=f"direct-{job.id}", daemon=True
-        ).start()
-    else:
+    # Every job runs on a worker, sync ones too: a worker holds its lease for as long as it runs and
+    # its recovery is bounded. A sync job goes to the head of its queue (its caller is waiting) and
+    # the queue's doorbell wakes an idle worker at once.
+    try:
+        state.queue.send(spec.queue, job.id, job.timeout_s, front=req.mode == "sync")
+    except DependencyDown:
+        # the client is told 503 and nothing was queued: do not leave a record that never runs
         try:
-            state.queue.send(spec.queue, job.id, job.timeout_s)
-        except DependencyDown:
-            # the client is told 503 and nothing was queued: do not leave a record that never runs
-            try:
-                state.store.delete(job)
-            except HarmoniaError:
-                pass
-            raise
+            state.store.delete(job)
+        except HarmoniaError:
+            pass
+        raise
     state.submitted.labels(req.model, req.mode).inc()
     return job, True
-
-
-def _run_direct(state: GatewayState, job_id: str) -> None:
-    """A sync job for a model with a service URL: run it here against the service (no queue hop).
-    If this process dies, the job's lease lapses and the reaper hands it to the queue."""
-    try:
-        state.runner.run(job_id)
-    except HarmoniaError:
-        log.exception("direct run of job %s failed", job_id)
 
 
 async def submit(
@@ -153,7 +139,7 @@ def cancel_job(job_id: str, state: State, owner: Owner) -> JSONResponse:
     if (
         outcome == "canceled" and job.webhook_url
     ):  # was queued, finished now (a running one notifies on stopping)
-        state.runner.notify(job.id)
+        state.webhooks.notify(job.id)
     job = state.store.get_for(job_id, owner)
     if outcome == "finished" and job.status != JobState.canceled:
         raise ApiError(409, "conflict", f"job already {job.status.value}; it cannot be canceled", "status")
