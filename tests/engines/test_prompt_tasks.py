@@ -27,6 +27,7 @@ from harmonia.engines.prompt_tasks import (
     word_syllables,
 )
 from harmonia.engines.songplan import SongPlan, normalize_chord, normalize_key
+from harmonia.engines.structured import answer_token_cap
 from harmonia.errors import InvalidInput, JobCanceled
 
 REAL = real_ollama()
@@ -210,7 +211,8 @@ def test_song_plan_invalid_answer_is_repaired_once(fake: FakeOllama, client: Oll
     assert attempts == 2 and plan.title == "Salt and Silver"
     first, second = messages_of(fake, 0), messages_of(fake, 1)
     assert second[: len(first)] == first
-    assert second[len(first)] == {"role": "assistant", "content": json.dumps(bad)}
+    assert second[len(first)]["role"] == "assistant"
+    assert json.loads(second[len(first)]["content"]) == bad  # quoted compactly
     assert "roman numeral" in second[-1]["content"] and second[-1]["role"] == "user"
 
 
@@ -245,16 +247,35 @@ def test_song_plan_overrides_win_and_are_told_to_the_model(fake: FakeOllama, cli
     assert plan.tempo_bpm == 100 and plan.genre == "sea shanty"
     prompt = messages_of(fake, 0)[-1]["content"]
     assert '"tempo_bpm": 100.0' in prompt and "accordion" in prompt
-    assert fake.generations()[0].body["options"] == {"seed": 5}
+    sent = fake.generations()[0].body
+    # the user's values are constants of the schema, and the answer is capped at what it allows
+    assert sent["format"]["properties"]["tempo_bpm"] == {"const": 100.0}
+    assert sent["format"]["properties"]["genre"] == {"const": "sea shanty"}
+    assert sent["options"] == {"seed": 5, "num_predict": answer_token_cap(sent["format"])}
 
 
-def test_song_plan_override_clash_goes_into_the_repair(fake: FakeOllama, client: OllamaClient) -> None:
-    fake.push(
-        json.dumps(PLAN), json.dumps({**PLAN, "sections": [{"name": "verse", "bars": 4, "chords": ["Dm"]}]})
-    )
+def test_song_plan_bars_are_fitted_to_the_duration_locally(fake: FakeOllama, client: OllamaClient) -> None:
+    # 16 bars at 96 BPM last 40 s; the user wants 10 s: the arithmetic is done here, not repaired
+    fake.push(json.dumps(PLAN))
     plan, _, attempts = song_plan(client, "a short song", overrides=PlanOverrides(duration_s=10))
-    assert attempts == 2 and plan.duration_s == 10 and plan.total_bars == 4
-    assert "make the bars add up to about 4" in messages_of(fake, 1)[-1]["content"]
+    assert attempts == 1 and plan.duration_s == 10 and [s.bars for s in plan.sections] == [2, 2]
+    assert plan.implied_duration_s == pytest.approx(10)
+    # the model's own duration is honoured the same way, and fewer bars than sections drops sections
+    fake.push(json.dumps({**PLAN, "duration_s": "0:03"}))
+    plan, _, attempts = song_plan(client, "a jingle")
+    assert attempts == 1 and plan.duration_s == 3 and [s.name for s in plan.sections] == ["verse"]
+
+
+def test_song_plan_adds_the_instruments_the_model_left_out(fake: FakeOllama, client: OllamaClient) -> None:
+    fake.push(json.dumps(PLAN))
+    overrides = PlanOverrides(instruments=["accordion", "Acoustic Guitar", "bass guitar"])
+    plan, _, _ = song_plan(client, "a shanty", overrides=overrides)
+    assert [(i.name, i.role) for i in plan.instruments] == [
+        ("acoustic guitar", "harmony"),
+        ("female voice", "vocals"),
+        ("accordion", "harmony"),
+        ("bass guitar", "bass"),
+    ]
 
 
 def test_lyrics_counts_syllables_and_checks_the_structure(fake: FakeOllama, client: OllamaClient) -> None:
@@ -275,7 +296,7 @@ def test_lyrics_counts_syllables_and_checks_the_structure(fake: FakeOllama, clie
     assert [line.syllables for line in result.sections[0].lines] == [6, 6]
     assert [line.text for line in result.sections[1].lines] == ["Oh the sea, the sea", "will carry me home"]
     assert [line.syllables for line in result.sections[1].lines] == [5, 5]
-    assert "sections must be exactly ['verse', 'chorus']" in messages_of(fake, 1)[-1]["content"]
+    assert "exactly 2 sections (verse, chorus, in this order)" in messages_of(fake, 1)[-1]["content"]
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -295,7 +316,7 @@ def test_engine_runs_each_task_with_a_json_artifact(fake: FakeOllama, client: Ol
     assert artifact.name == "plan.json" and artifact.content_type == "application/json"
     assert json.loads(artifact.data) == result.output["result"]
     assert progress[0] == 0.0 and progress[-1] == 1.0
-    assert fake.generations()[-1].body["options"] == {"seed": 9}
+    assert fake.generations()[-1].body["options"]["seed"] == 9
 
     fake.push(json.dumps({"prompt": "ambient drones", "genre": "ambient"}))
     out = engine.run({"task": "enhance_prompt", "idea": "space"}, LocalContext())  # type: ignore[arg-type]

