@@ -5,6 +5,7 @@ end-to-end task tests run against that real daemon and the scripted ones skip.""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +14,9 @@ from pydantic import ValidationError
 
 from fake_ollama import Answer, FakeOllama, real_ollama
 from harmonia.engines.base import LocalContext
-from harmonia.engines.llm import GenerationOptions, OllamaClient
+from harmonia.engines.llm import BudgetExceeded, GenerationOptions, OllamaClient
 from harmonia.engines.prompt_tasks import (
+    _ENHANCE_SCHEMA,
     InvalidAnswer,
     OllamaEngine,
     OllamaPayload,
@@ -23,11 +25,13 @@ from harmonia.engines.prompt_tasks import (
     enhance_prompt,
     extract_json,
     lyrics,
+    lyrics_schema,
+    plan_schema,
     song_plan,
     word_syllables,
 )
 from harmonia.engines.songplan import SongPlan, normalize_chord, normalize_key
-from harmonia.engines.structured import answer_token_cap
+from harmonia.engines.structured import REPAIR_EXCERPT_CHARS, answer_token_cap
 from harmonia.errors import InvalidInput, JobCanceled
 
 REAL = real_ollama()
@@ -198,8 +202,15 @@ def test_enhance_prompt_returns_fields_and_sends_the_schema(fake: FakeOllama, cl
     )
     result, completion, attempts = enhance_prompt(client, "chill beat", duration_s=30)
     assert result.tempo_bpm == 80 and result.instruments == ["piano", "drums", "bass"] and attempts == 1
+    # what the prompt did not name is appended, so MusicGen hears every field
+    assert result.prompt == (
+        "Lo-fi hip hop at 80 BPM with dusty piano and soft drums, warm tape hiss. "
+        "bass, relaxed, tape saturation"
+    )
     sent = fake.generations()[-1].body
-    assert sent["format"]["title"] == "EnhancedPrompt"
+    assert sent["format"] == _ENHANCE_SCHEMA and sent["options"]["num_predict"] == answer_token_cap(
+        _ENHANCE_SCHEMA
+    )
     assert "chill beat" in sent["messages"][-1]["content"] and "30 seconds" in sent["messages"][-1]["content"]
     assert completion.done_reason == "stop"
 
@@ -297,6 +308,103 @@ def test_lyrics_counts_syllables_and_checks_the_structure(fake: FakeOllama, clie
     assert [line.text for line in result.sections[1].lines] == ["Oh the sea, the sea", "will carry me home"]
     assert [line.syllables for line in result.sections[1].lines] == [5, 5]
     assert "exactly 2 sections (verse, chorus, in this order)" in messages_of(fake, 1)[-1]["content"]
+
+
+def test_lyrics_schema_names_the_sections_and_lines_are_cut_at_whole_words(
+    fake: FakeOllama, client: OllamaClient
+) -> None:
+    cut = "The harbour lights are burning low tonight and I"  # 48 characters: the grammar stopped it
+    fake.push(json.dumps({"title": "Home", "sections": [{"name": "x", "lines": [cut, "short", "extra"]}]}))
+    result, _, attempts = lyrics(client, "home", ["Chorus"], lines_per_section=2, syllables_per_line=8)
+    assert attempts == 1 and result.sections[0].name == "chorus"  # named here, by position
+    assert [line.text for line in result.sections[0].lines] == [
+        "The harbour lights are burning low tonight and",
+        "short",
+    ]
+    schema = fake.generations()[-1].body["format"]
+    assert schema == lyrics_schema(["chorus"], 2, 48)
+    (part,) = schema["properties"]["sections"]["prefixItems"]
+    assert part["properties"]["name"] == {"const": "chorus"}
+    assert part["properties"]["lines"]["minItems"] == part["properties"]["lines"]["maxItems"] == 2
+
+
+def _unbounded(schema: object, where: str = "") -> list[str]:
+    """Places in a schema where an answer could grow without limit."""
+    if not isinstance(schema, dict):
+        return []
+    if "const" in schema or "enum" in schema:
+        return []
+    kind = schema.get("type")
+    found = []
+    if kind == "string" and "maxLength" not in schema:
+        found.append(where or "answer")
+    if kind == "number" or (kind == "integer" and not {"minimum", "maximum"} <= set(schema)):
+        found.append(where)
+    if kind == "array":
+        if "maxItems" not in schema:
+            found.append(where)
+        found += _unbounded(schema.get("items"), where + "[]")
+        for i, sub in enumerate(schema.get("prefixItems") or []):
+            found += _unbounded(sub, f"{where}[{i}]")
+    if kind == "object":
+        assert schema.get("additionalProperties") is False and set(schema["required"]) == set(
+            schema["properties"]
+        )
+        for key, sub in schema["properties"].items():
+            found += _unbounded(sub, f"{where}.{key}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        _ENHANCE_SCHEMA,
+        plan_schema({}),
+        plan_schema({"tempo_bpm": 90.0, "key": "A minor", "duration_s": 20.0}),
+        lyrics_schema(["verse", "chorus", "verse", "chorus"], 4, 60),
+    ],
+    ids=["enhance", "plan", "plan-fixed", "lyrics"],
+)
+def test_every_task_schema_bounds_the_answer(schema: dict[str, Any]) -> None:
+    assert _unbounded(schema) == []
+    assert 100 < answer_token_cap(schema) < 1500
+
+
+def test_token_cap_follows_the_schema() -> None:
+    word = {"type": "string", "maxLength": 10}
+    one = {"type": "object", "properties": {"w": word}}
+    assert answer_token_cap(one) == 7 + 1 * 3 + 8  # (1 + 12 chars) / 2, one key, the margin
+    many = {"type": "object", "properties": {"w": {"type": "array", "items": word, "maxItems": 10}}}
+    assert answer_token_cap(many) == 61 + 11 * 3 + 8
+    assert answer_token_cap({"type": "object", "properties": {"w": {"type": "string"}}}) > answer_token_cap(
+        one
+    )
+
+
+def test_repair_quotes_a_bounded_excerpt(fake: FakeOllama, client: OllamaClient) -> None:
+    # an answer that runs on (a server ignoring the schema) must not be sent back whole: that is how
+    # a repair overflowed SmolLM2's 4096-token context on llama.cpp
+    fake.push("la " * 5000, json.dumps(PLAN))
+    plan, _, attempts = song_plan(client, "a sad folk song")
+    assert attempts == 2 and plan.title == "Salt and Silver"
+    first, repair = fake.generations()
+    quoted = repair.body["messages"][-2]
+    assert quoted["role"] == "assistant" and quoted["content"].endswith("…(cut)")
+    assert len(quoted["content"]) <= REPAIR_EXCERPT_CHARS + 10
+    assert len(json.dumps(repair.body["messages"])) < len(json.dumps(first.body["messages"])) + 2000
+    assert repair.body["options"]["num_predict"] == first.body["options"]["num_predict"]
+
+
+def test_task_budget_covers_the_repair(fake: FakeOllama, client: OllamaClient) -> None:
+    fake.push('{"title": "no sections"}', Answer(json.dumps(PLAN), mode="slow", delay_s=0.3))
+    started = time.monotonic()
+    with pytest.raises(BudgetExceeded) as info:
+        song_plan(client, "a sad folk song", budget_s=1.0)
+    assert 1.0 <= time.monotonic() - started < 1.6
+    message = str(info.value)
+    assert "song plan was not ready within its 1 s budget" in message
+    assert "the first answer was invalid: tempo_bpm: Field required" in message
+    assert len(fake.generations()) == 2
 
 
 # --- the engine ---------------------------------------------------------------------------------

@@ -311,7 +311,7 @@ class LLMClient(ABC):
                 f"{self.label} at {self.base_url} is not reachable ({method} {url}: {reason})"
             ) from exc
         except httpx.TimeoutException as exc:
-            _raise_if_past(deadline, f"{self.label} at {url} had not started answering", exc)
+            _raise_if_past(deadline, f"{self.label} at {url} {_doing(False)}", exc)
             raise LLMTimeout(f"{self.label} at {url} did not answer within {self.timeout_s:g} s") from exc
         except httpx.TransportError as exc:
             raise DependencyDown(f"{self.label} at {url} failed: {exc or type(exc).__name__}") from exc
@@ -355,13 +355,16 @@ class LLMClient(ABC):
         url = self._url(path)
         response = self._send("POST", path, body, stream=True, deadline=deadline)
         watchdog = _hang_up_at(response, deadline) if deadline is not None else None
+        started = False
         try:
-            yield from response.iter_lines()
+            for line in response.iter_lines():
+                started = started or bool(line.strip())
+                yield line
         except httpx.TimeoutException as exc:
-            _raise_if_past(deadline, f"{self.label} at {url} was still answering", exc)
+            _raise_if_past(deadline, f"{self.label} at {url} {_doing(started)}", exc)
             raise LLMTimeout(f"{self.label} at {url} stopped sending for {self.timeout_s:g} s") from exc
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            _raise_if_past(deadline, f"{self.label} at {url} was still answering", exc)
+            _raise_if_past(deadline, f"{self.label} at {url} {_doing(started)}", exc)
             raise MalformedStream(f"the answer from {url} broke off: {exc or type(exc).__name__}") from exc
         finally:
             if watchdog is not None:
@@ -390,7 +393,7 @@ class LLMClient(ABC):
                     on_chunk(chunk)  # may raise (a canceled job): the finally below hangs up
                 if chunk.done:
                     return Completion("".join(parts), model, chunk.done_reason, chunk.stats)
-                _raise_if_past(deadline, f"{self.label} at {self.base_url} was still answering")
+                _raise_if_past(deadline, f"{self.label} at {self.base_url} {_doing(True)}")
         finally:
             if isinstance(chunks, Generator):
                 chunks.close()
@@ -667,6 +670,10 @@ def _overflow(url: str, message: str) -> ContextOverflow:
 def _raise_if_past(deadline: float | None, doing: str, cause: BaseException | None = None) -> None:
     if deadline is not None and time.monotonic() >= deadline:
         raise BudgetExceeded(f"the time budget ran out while {doing}") from cause
+
+
+def _doing(started: bool) -> str:
+    return "was still answering" if started else "had not started answering"
 
 
 def _hang_up_at(response: httpx.Response, deadline: float) -> threading.Timer | None:

@@ -325,8 +325,9 @@ def _completed(answer: EnhancedPrompt) -> EnhancedPrompt:
 
 
 def _whole_words(line: Any, limit: int) -> Any:
-    """A line the schema's length limit cut off mid-word, back to its last whole word."""
-    if not isinstance(line, str) or len(line) < limit or " " not in line.strip():
+    """A line the schema's length limit cut off (it is exactly that long), back to its last whole
+    word; the word that was cut may have been whole, but a lyric line is better a word short."""
+    if not isinstance(line, str) or len(line) != limit or " " not in line.strip():
         return line
     return line.strip()[: line.strip().rfind(" ")].rstrip(" ,;:-")
 
