@@ -287,9 +287,9 @@ class LLMClient(ABC):
     ) -> httpx.Response:
         """One request; connection errors retried; an error status raised as a Harmonia error."""
         url = self._url(path)
-        timeout = self._timeout
-        if deadline is not None:  # the wait for the answer to start must not outlast the budget
-            left = max(deadline - time.monotonic(), 0.001)
+        timeout, retrying_for = self._timeout, None
+        if deadline is not None:  # neither the retries nor the wait for the answer outlast the budget
+            left = retrying_for = max(deadline - time.monotonic(), 0.001)
             timeout = httpx.Timeout(
                 min(self.timeout_s, left), connect=min(self._timeout.connect or left, left)
             )
@@ -298,7 +298,7 @@ class LLMClient(ABC):
             for attempt in stamina.retry_context(
                 on=_CONNECT_ERRORS,
                 attempts=self.retry_attempts,
-                timeout=None,
+                timeout=retrying_for,
                 wait_initial=self.retry_wait_s,
                 wait_max=max(self.retry_wait_s, 2.0),
                 wait_jitter=self.retry_wait_s,

@@ -166,18 +166,15 @@ def _completed(answer: EnhancedPrompt) -> EnhancedPrompt:
         if name.lower() not in (i.lower() for i in instruments):
             instruments.append(name)
     text = answer.prompt.lower()
-    tempo = f"{answer.tempo_bpm:g} BPM" if answer.tempo_bpm else ""
-    missing = [
-        value
-        for value, said in (
-            (answer.genre, answer.genre.lower() in text),
-            (", ".join(i for i in instruments if i.lower() not in text), False),
-            (tempo, tempo and f"{answer.tempo_bpm:g}" in text),
-            (answer.mood, answer.mood.lower() in text),
-            (answer.production, answer.production.lower() in text),
-        )
-        if value and not said
-    ]
+
+    def unsaid(value: str) -> bool:
+        return bool(value) and value.lower() not in text
+
+    missing = [answer.genre] if unsaid(answer.genre) else []
+    missing += [name for name in instruments if unsaid(name)]
+    if answer.tempo_bpm and f"{answer.tempo_bpm:g}" not in text:
+        missing.append(f"{answer.tempo_bpm:g} BPM")
+    missing += [value for value in (answer.mood, answer.production) if unsaid(value)]
     prompt = answer.prompt.rstrip(" .") + (". " + ", ".join(missing) if missing else "")
     return answer.model_copy(update={"instruments": instruments, "prompt": prompt[:1200]})
 
