@@ -8,7 +8,7 @@ the `ollama` engine (so they run as queued jobs and behind `harmonia serve ollam
 - `lyrics`: theme + section structure -> lyric lines per section with syllable counts per line.
 
 Answers are requested as JSON constrained by a tight JSON schema built for the request (every
-string, list and number bounded; keys, tempo, meter, roles and section names as enums; the values
+string, list and number bounded; keys, metres, roles and section names as enums; the values
 the user fixed as constants), so that a model as small as SmolLM2-135M, decoding under the schema's
 grammar, produces a usable answer; they are then validated with the lenient models (`SongPlan`...)
 and repaired once (`structured.ask_structured`, which also bounds tokens, time and the repair).
