@@ -32,14 +32,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-Mode = Literal["ok", "slow", "malformed", "cut", "error", "no_done", "status"]
+Mode = Literal["ok", "slow", "stall", "malformed", "cut", "error", "no_done", "status"]
 
 
 @dataclass
 class Answer:
     """One scripted answer. `mode` picks a misbehaviour:
 
-    slow: sleep `delay_s` before every chunk; malformed: a truncated JSON line halfway;
+    slow: sleep `delay_s` before every chunk; stall: stream half the answer at once, then sleep
+    `delay_s` before the rest (a server that hangs mid-answer); malformed: a truncated JSON line halfway;
     cut: drop the connection halfway; error: an `{"error": ...}` line halfway (as Ollama does when
     the runner dies); no_done: end the stream without the final `done` object;
     status: answer HTTP `status` with `{"error": error}` and no stream.
@@ -176,6 +177,11 @@ class FakeOllama:
         return pieces, "stop"
 
     @staticmethod
+    async def _pause(answer: Answer, index: int, half: int) -> None:
+        if answer.delay_s and (answer.mode == "slow" or (answer.mode == "stall" and index == half)):
+            await asyncio.sleep(answer.delay_s)
+
+    @staticmethod
     def _now() -> str:
         return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -248,8 +254,7 @@ class FakeOllama:
         async def stream() -> AsyncIterator[bytes]:
             half = len(pieces) // 2
             for i, piece in enumerate(pieces):
-                if answer.delay_s:
-                    await asyncio.sleep(answer.delay_s)
+                await self._pause(answer, i, half)
                 if i == half and answer.mode == "malformed":
                     yield b'{"model": "' + model.encode() + b'", "message": {"content": "\n'
                     return
@@ -308,8 +313,7 @@ class FakeOllama:
         async def stream() -> AsyncIterator[bytes]:
             half = len(pieces) // 2
             for i, piece in enumerate(pieces):
-                if answer.delay_s:
-                    await asyncio.sleep(answer.delay_s)
+                await self._pause(answer, i, half)
                 if i == half and answer.mode == "malformed":
                     yield b'data: {"id": "chatcmpl-1", "choices": [\n\n'
                     return

@@ -113,9 +113,11 @@ def test_ollama_job_runs_through_a_worker(settings: Settings) -> None:
                     },
                 ).json()
                 assert job["status"] == "succeeded", job.get("error")
-                assert job["result"]["result"]["prompt"] == answer["prompt"]
+                # the model's prompt, completed with the fields it did not name (genre, tempo...)
+                prompt = job["result"]["result"]["prompt"]
+                assert prompt == answer["prompt"] + ". classical, 66 BPM, sad, intimate"
                 assert job["result"]["result"]["tempo_bpm"] == 66
-                assert http.get(job["artifacts"][0]["url"]).json()["prompt"] == answer["prompt"]
+                assert http.get(job["artifacts"][0]["url"]).json()["prompt"] == prompt
                 bad = http.post("/v1/jobs", json={"model": "ollama", "payload": {"task": "sing"}})
                 assert bad.status_code == 422 and bad.json()["error"]["field"].startswith("payload")
         finally:

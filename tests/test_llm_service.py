@@ -94,6 +94,22 @@ def test_invalid_answers_and_broken_daemon(daemon: FakeOllama, http: httpx.Clien
     daemon.push(Answer("slow", mode="slow", delay_s=2.0))
     r = http.post("/v1/enhance_prompt", json={"idea": "x"})
     assert r.status_code == 504 and r.json()["error"]["code"] == "llm_timeout"
+    daemon.push(Answer(mode="status", status=400, error="the input length exceeds the context length"))
+    r = http.post("/v1/lyrics", json={"theme": "x"})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "context_overflow"
+    assert "larger context" in r.json()["error"]["message"]
+
+
+def test_task_budget_is_504(daemon: FakeOllama) -> None:
+    daemon.reset()
+    client = OllamaClient(daemon.url, "llama3.2", timeout_s=30)
+    app = create_llm_app(OllamaEngine(client, budget_s=0.5), Settings(), on_shutdown=client.close)
+    daemon.push(Answer(json.dumps(PLAN), mode="slow", delay_s=0.2))
+    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=10) as h:
+        r = h.post("/v1/song_plan", json={"instructions": "x"})
+        assert r.status_code == 504 and r.json()["error"]["code"] == "llm_budget_exceeded"
+        assert "within its 0.5 s budget" in r.json()["error"]["message"]
+        assert h.get("/info").json()["budget_s"] == 0.5
 
 
 def test_health_and_readiness(daemon: FakeOllama, http: httpx.Client) -> None:

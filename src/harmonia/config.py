@@ -46,6 +46,9 @@ class OllamaSettings(BaseModel):
     api: Literal["ollama", "openai"] = "ollama"
     token: SecretStr | None = None
     timeout_s: float = Field(120.0, gt=0)
+    task_budget_s: float = Field(
+        120.0, gt=0, le=3600, description="wall-clock limit of one helper task, its repair included"
+    )
 
 
 class Settings(BaseSettings):

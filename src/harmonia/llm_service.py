@@ -3,9 +3,10 @@
 Routes: `POST /v1/enhance_prompt`, `/v1/song_plan`, `/v1/lyrics` (the `ollama` engine's tasks,
 answered synchronously), `/healthz` (the process answers), `/readyz` (the daemon answers and has
 the model), `/metrics` (Prometheus), `/info`. Errors use the shared envelope (`harmonia.web`):
-daemon down -> 503 naming the URL tried, model missing -> 503 with the `ollama pull` hint, huge
-prompt -> 422 naming the field (413 for a body over `max_body_bytes`), daemon too slow -> 504,
-an answer still invalid after the repair or a daemon failing mid-answer -> 502.
+daemon down -> 503 naming the URL tried, model missing -> 503 naming the models the server serves,
+huge prompt -> 422 naming the field (413 for a body over `max_body_bytes`), daemon too slow or the
+task's time budget spent -> 504, an answer still invalid after the repair, a prompt longer than
+the model's context or a daemon failing mid-answer -> 502.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from harmonia import __version__
 from harmonia.config import Settings
 from harmonia.engines.base import LocalContext
-from harmonia.engines.llm import LLMTimeout
+from harmonia.engines.llm import BudgetExceeded, LLMTimeout
 from harmonia.engines.prompt_tasks import (
     EnhancePromptInput,
     LyricsInput,
@@ -144,7 +145,7 @@ def create_llm_app(
 def _to_http(exc: HarmoniaError) -> ApiError | None:
     """Gateway-style statuses for upstream failures; everything else goes to the shared handlers."""
     message = getattr(exc, "message", None) or str(exc)
-    if isinstance(exc, LLMTimeout):
+    if isinstance(exc, LLMTimeout | BudgetExceeded):
         return ApiError(504, exc.code, message)
     if isinstance(exc, EngineError):
         return ApiError(502, exc.code, message)

@@ -4,6 +4,7 @@ HARMONIA_TEST_OLLAMA_URL is set; tests that need scripted answers or misbehaviou
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,7 +13,9 @@ import pytest
 from fake_ollama import Answer, FakeOllama, closed_port_url, real_ollama
 from harmonia.config import OllamaSettings
 from harmonia.engines.llm import (
+    BudgetExceeded,
     Chunk,
+    ContextOverflow,
     GenerationOptions,
     LLMTimeout,
     MalformedStream,
@@ -222,6 +225,65 @@ def test_slow_daemon_times_out(fake: FakeOllama, url: str) -> None:
     fake.push(Answer("slow answer here", mode="slow", delay_s=1.5))
     with OllamaClient(url, "llama3.2", timeout_s=0.3) as c, pytest.raises(LLMTimeout, match=r"0\.3 s"):
         c.chat(HI)
+
+
+LLAMA_CPP_OVERFLOW = (
+    "request (5031 tokens) exceeds the available context size (4096 tokens), try increasing it"
+)
+
+
+@pytest.mark.parametrize("backend", [OllamaClient, OpenAIClient])
+@pytest.mark.parametrize("mode", ["status", "error"])
+def test_context_overflow_is_its_own_error(
+    fake: FakeOllama, url: str, backend: type[OllamaClient], mode: str
+) -> None:
+    # as an error status (llama.cpp, vLLM) and as an error in the stream; the real server shows the
+    # status form in tests/test_llm_real.py
+    fake.push(Answer("some answer text to break", mode=mode, status=400, error=LLAMA_CPP_OVERFLOW))  # type: ignore[arg-type]
+    with backend(url, "llama3.2") as c, pytest.raises(ContextOverflow) as info:
+        c.chat(HI)
+    assert info.value.code == "context_overflow"
+    assert "4096 tokens" in str(info.value) and "larger context" in str(info.value)
+
+
+def test_deadline_cuts_the_wait_for_the_answer(fake: FakeOllama, url: str) -> None:
+    fake.push(Answer("slow answer here", mode="slow", delay_s=2.0))
+    with OllamaClient(url, "llama3.2", timeout_s=30) as c:
+        started = time.monotonic()
+        with pytest.raises(BudgetExceeded, match="had not started answering"):
+            c.chat(HI, deadline=started + 0.4)
+        assert time.monotonic() - started < 1.0  # the 30 s read timeout did not apply
+
+
+@pytest.mark.parametrize("backend", [OllamaClient, OpenAIClient])
+def test_deadline_hangs_up_a_stream_that_stalls(
+    fake: FakeOllama, url: str, backend: type[OllamaClient]
+) -> None:
+    # a server that stops mid-answer: no chunk arrives to check the deadline at, so the client must
+    # hang up itself (a real server cannot be made to stall on cue)
+    fake.push(Answer("the first half arrives, then nothing for a long while", mode="stall", delay_s=5.0))
+    seen: list[Chunk] = []
+    with backend(url, "llama3.2", timeout_s=30) as c:
+        started = time.monotonic()
+        with pytest.raises(BudgetExceeded, match="was still answering"):
+            c.chat(HI, deadline=started + 0.6, on_chunk=seen.append)
+        assert 0.6 <= time.monotonic() - started < 1.5
+        assert seen  # it was answering
+        fake.push("still serving")
+        assert c.chat(HI).text == "still serving"
+
+
+def test_model_missing_names_what_the_server_serves(url: str) -> None:
+    with FakeOllama(models=("llama3.2:latest", "qwen2.5:0.5b")) as daemon:
+        with OllamaClient(daemon.url, "mistral") as c, pytest.raises(ModelMissing) as info:
+            c.check_ready()
+        message = str(info.value)
+        assert "it serves 'llama3.2:latest', 'qwen2.5:0.5b'" in message
+        assert "ollama pull mistral" in message and "HARMONIA_OLLAMA__MODEL" in message
+        assert info.value.served == ["llama3.2:latest", "qwen2.5:0.5b"]
+        with OpenAIClient(daemon.url, "mistral") as c, pytest.raises(ModelMissing) as info:
+            c.chat(HI)  # the chat's 404, then the listing for the message
+        assert "it serves 'llama3.2:latest'" in str(info.value) and "--alias mistral" in str(info.value)
 
 
 def test_bearer_token_is_sent() -> None:

@@ -5,6 +5,7 @@ end-to-end task tests run against that real daemon and the scripted ones skip.""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,20 +14,19 @@ from pydantic import ValidationError
 
 from fake_ollama import Answer, FakeOllama, real_ollama
 from harmonia.engines.base import LocalContext
-from harmonia.engines.llm import GenerationOptions, OllamaClient
+from harmonia.engines.llm import BudgetExceeded, GenerationOptions, OllamaClient
 from harmonia.engines.prompt_tasks import (
-    InvalidAnswer,
     OllamaEngine,
     OllamaPayload,
     PlanOverrides,
-    count_syllables,
     enhance_prompt,
-    extract_json,
     lyrics,
     song_plan,
-    word_syllables,
 )
 from harmonia.engines.songplan import SongPlan, normalize_chord, normalize_key
+from harmonia.engines.structured import REPAIR_EXCERPT_CHARS, InvalidAnswer, answer_token_cap, extract_json
+from harmonia.engines.syllables import count_syllables, word_syllables
+from harmonia.engines.task_schemas import ENHANCE_SCHEMA, lyrics_schema, plan_schema
 from harmonia.errors import InvalidInput, JobCanceled
 
 REAL = real_ollama()
@@ -197,8 +197,15 @@ def test_enhance_prompt_returns_fields_and_sends_the_schema(fake: FakeOllama, cl
     )
     result, completion, attempts = enhance_prompt(client, "chill beat", duration_s=30)
     assert result.tempo_bpm == 80 and result.instruments == ["piano", "drums", "bass"] and attempts == 1
+    # what the prompt did not name is appended, so MusicGen hears every field
+    assert result.prompt == (
+        "Lo-fi hip hop at 80 BPM with dusty piano and soft drums, warm tape hiss. "
+        "bass, relaxed, tape saturation"
+    )
     sent = fake.generations()[-1].body
-    assert sent["format"]["title"] == "EnhancedPrompt"
+    assert sent["format"] == ENHANCE_SCHEMA and sent["options"]["num_predict"] == answer_token_cap(
+        ENHANCE_SCHEMA
+    )
     assert "chill beat" in sent["messages"][-1]["content"] and "30 seconds" in sent["messages"][-1]["content"]
     assert completion.done_reason == "stop"
 
@@ -210,7 +217,8 @@ def test_song_plan_invalid_answer_is_repaired_once(fake: FakeOllama, client: Oll
     assert attempts == 2 and plan.title == "Salt and Silver"
     first, second = messages_of(fake, 0), messages_of(fake, 1)
     assert second[: len(first)] == first
-    assert second[len(first)] == {"role": "assistant", "content": json.dumps(bad)}
+    assert second[len(first)]["role"] == "assistant"
+    assert json.loads(second[len(first)]["content"]) == bad  # quoted compactly
     assert "roman numeral" in second[-1]["content"] and second[-1]["role"] == "user"
 
 
@@ -245,16 +253,35 @@ def test_song_plan_overrides_win_and_are_told_to_the_model(fake: FakeOllama, cli
     assert plan.tempo_bpm == 100 and plan.genre == "sea shanty"
     prompt = messages_of(fake, 0)[-1]["content"]
     assert '"tempo_bpm": 100.0' in prompt and "accordion" in prompt
-    assert fake.generations()[0].body["options"] == {"seed": 5}
+    sent = fake.generations()[0].body
+    # the user's values are constants of the schema, and the answer is capped at what it allows
+    assert sent["format"]["properties"]["tempo_bpm"] == {"const": 100.0}
+    assert sent["format"]["properties"]["genre"] == {"const": "sea shanty"}
+    assert sent["options"] == {"seed": 5, "num_predict": answer_token_cap(sent["format"])}
 
 
-def test_song_plan_override_clash_goes_into_the_repair(fake: FakeOllama, client: OllamaClient) -> None:
-    fake.push(
-        json.dumps(PLAN), json.dumps({**PLAN, "sections": [{"name": "verse", "bars": 4, "chords": ["Dm"]}]})
-    )
+def test_song_plan_bars_are_fitted_to_the_duration_locally(fake: FakeOllama, client: OllamaClient) -> None:
+    # 16 bars at 96 BPM last 40 s; the user wants 10 s: the arithmetic is done here, not repaired
+    fake.push(json.dumps(PLAN))
     plan, _, attempts = song_plan(client, "a short song", overrides=PlanOverrides(duration_s=10))
-    assert attempts == 2 and plan.duration_s == 10 and plan.total_bars == 4
-    assert "make the bars add up to about 4" in messages_of(fake, 1)[-1]["content"]
+    assert attempts == 1 and plan.duration_s == 10 and [s.bars for s in plan.sections] == [2, 2]
+    assert plan.implied_duration_s == pytest.approx(10)
+    # the model's own duration is honoured the same way, and fewer bars than sections drops sections
+    fake.push(json.dumps({**PLAN, "duration_s": "0:03"}))
+    plan, _, attempts = song_plan(client, "a jingle")
+    assert attempts == 1 and plan.duration_s == 3 and [s.name for s in plan.sections] == ["verse"]
+
+
+def test_song_plan_adds_the_instruments_the_model_left_out(fake: FakeOllama, client: OllamaClient) -> None:
+    fake.push(json.dumps(PLAN))
+    overrides = PlanOverrides(instruments=["accordion", "Acoustic Guitar", "bass guitar"])
+    plan, _, _ = song_plan(client, "a shanty", overrides=overrides)
+    assert [(i.name, i.role) for i in plan.instruments] == [
+        ("acoustic guitar", "harmony"),
+        ("female voice", "vocals"),
+        ("accordion", "harmony"),
+        ("bass guitar", "bass"),
+    ]
 
 
 def test_lyrics_counts_syllables_and_checks_the_structure(fake: FakeOllama, client: OllamaClient) -> None:
@@ -275,7 +302,104 @@ def test_lyrics_counts_syllables_and_checks_the_structure(fake: FakeOllama, clie
     assert [line.syllables for line in result.sections[0].lines] == [6, 6]
     assert [line.text for line in result.sections[1].lines] == ["Oh the sea, the sea", "will carry me home"]
     assert [line.syllables for line in result.sections[1].lines] == [5, 5]
-    assert "sections must be exactly ['verse', 'chorus']" in messages_of(fake, 1)[-1]["content"]
+    assert "exactly 2 sections (verse, chorus, in this order)" in messages_of(fake, 1)[-1]["content"]
+
+
+def test_lyrics_schema_names_the_sections_and_lines_are_cut_at_whole_words(
+    fake: FakeOllama, client: OllamaClient
+) -> None:
+    cut = "The harbour lights are burning low tonight and I"  # 48 characters: the grammar stopped it
+    fake.push(json.dumps({"title": "Home", "sections": [{"name": "x", "lines": [cut, "short", "extra"]}]}))
+    result, _, attempts = lyrics(client, "home", ["Chorus"], lines_per_section=2, syllables_per_line=8)
+    assert attempts == 1 and result.sections[0].name == "chorus"  # named here, by position
+    assert [line.text for line in result.sections[0].lines] == [
+        "The harbour lights are burning low tonight and",
+        "short",
+    ]
+    schema = fake.generations()[-1].body["format"]
+    assert schema == lyrics_schema(["chorus"], 2, 48)
+    (part,) = schema["properties"]["sections"]["prefixItems"]
+    assert part["properties"]["name"] == {"const": "chorus"}
+    assert part["properties"]["lines"]["minItems"] == part["properties"]["lines"]["maxItems"] == 2
+
+
+def _unbounded(schema: object, where: str = "") -> list[str]:
+    """Places in a schema where an answer could grow without limit."""
+    if not isinstance(schema, dict):
+        return []
+    if "const" in schema or "enum" in schema:
+        return []
+    kind = schema.get("type")
+    found = []
+    if kind == "string" and "maxLength" not in schema:
+        found.append(where or "answer")
+    if kind == "number" or (kind == "integer" and not {"minimum", "maximum"} <= set(schema)):
+        found.append(where)
+    if kind == "array":
+        if "maxItems" not in schema:
+            found.append(where)
+        found += _unbounded(schema.get("items"), where + "[]")
+        for i, sub in enumerate(schema.get("prefixItems") or []):
+            found += _unbounded(sub, f"{where}[{i}]")
+    if kind == "object":
+        assert schema.get("additionalProperties") is False and set(schema["required"]) == set(
+            schema["properties"]
+        )
+        for key, sub in schema["properties"].items():
+            found += _unbounded(sub, f"{where}.{key}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        ENHANCE_SCHEMA,
+        plan_schema({}),
+        plan_schema({"tempo_bpm": 90.0, "key": "A minor", "duration_s": 20.0}),
+        lyrics_schema(["verse", "chorus", "verse", "chorus"], 4, 60),
+    ],
+    ids=["enhance", "plan", "plan-fixed", "lyrics"],
+)
+def test_every_task_schema_bounds_the_answer(schema: dict[str, Any]) -> None:
+    assert _unbounded(schema) == []
+    assert 100 < answer_token_cap(schema) < 1500
+
+
+def test_token_cap_follows_the_schema() -> None:
+    word = {"type": "string", "maxLength": 10}
+    one = {"type": "object", "properties": {"w": word}}
+    assert answer_token_cap(one) == 7 + 1 * 3 + 8  # (1 + 12 chars) / 2, one key, the margin
+    many = {"type": "object", "properties": {"w": {"type": "array", "items": word, "maxItems": 10}}}
+    assert answer_token_cap(many) == 61 + 11 * 3 + 8
+    assert answer_token_cap({"type": "object", "properties": {"w": {"type": "string"}}}) > answer_token_cap(
+        one
+    )
+
+
+def test_repair_quotes_a_bounded_excerpt(fake: FakeOllama, client: OllamaClient) -> None:
+    # an answer that runs on (a server ignoring the schema) must not be sent back whole: that is how
+    # a repair overflowed SmolLM2's 4096-token context on llama.cpp
+    fake.push("la " * 5000, json.dumps(PLAN))
+    plan, _, attempts = song_plan(client, "a sad folk song")
+    assert attempts == 2 and plan.title == "Salt and Silver"
+    first, repair = fake.generations()
+    quoted = repair.body["messages"][-2]
+    assert quoted["role"] == "assistant" and quoted["content"].endswith("…(cut)")
+    assert len(quoted["content"]) <= REPAIR_EXCERPT_CHARS + 10
+    assert len(json.dumps(repair.body["messages"])) < len(json.dumps(first.body["messages"])) + 2000
+    assert repair.body["options"]["num_predict"] == first.body["options"]["num_predict"]
+
+
+def test_task_budget_covers_the_repair(fake: FakeOllama, client: OllamaClient) -> None:
+    fake.push('{"title": "no sections"}', Answer(json.dumps(PLAN), mode="slow", delay_s=0.3))
+    started = time.monotonic()
+    with pytest.raises(BudgetExceeded) as info:
+        song_plan(client, "a sad folk song", budget_s=1.0)
+    assert 1.0 <= time.monotonic() - started < 1.6
+    message = str(info.value)
+    assert "song plan was not ready within its 1 s budget" in message
+    assert "the first answer was invalid: tempo_bpm: Field required" in message
+    assert len(fake.generations()) == 2
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -295,7 +419,7 @@ def test_engine_runs_each_task_with_a_json_artifact(fake: FakeOllama, client: Ol
     assert artifact.name == "plan.json" and artifact.content_type == "application/json"
     assert json.loads(artifact.data) == result.output["result"]
     assert progress[0] == 0.0 and progress[-1] == 1.0
-    assert fake.generations()[-1].body["options"] == {"seed": 9}
+    assert fake.generations()[-1].body["options"]["seed"] == 9
 
     fake.push(json.dumps({"prompt": "ambient drones", "genre": "ambient"}))
     out = engine.run({"task": "enhance_prompt", "idea": "space"}, LocalContext())  # type: ignore[arg-type]

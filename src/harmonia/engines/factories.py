@@ -62,7 +62,11 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
 
         llm = build_llm_client(settings.ollama)
     return Jen1Engine(
-        render=render_engine, musicgen=optional("musicgen"), singer=optional("diffsinger"), llm=llm
+        render=render_engine,
+        musicgen=optional("musicgen"),
+        singer=optional("diffsinger"),
+        llm=llm,
+        llm_budget_s=settings.ollama.task_budget_s,
     )
 
 

@@ -54,10 +54,12 @@ class Jen1Engine:
         musicgen: EngineProvider | None = None,
         singer: EngineProvider | None = None,
         llm: Any = None,  # an LLMClient; None plans with rules only
+        llm_budget_s: float | None = None,  # the LLM's time to plan; None: the helper's default
     ) -> None:
         self._render = render
         self._parts = PartRenderer(render, musicgen=musicgen, singer=singer)
         self._llm = llm
+        self._llm_budget_s = llm_budget_s
         self._llm_down_until = 0.0
         self._llm_lock = threading.Lock()
 
@@ -180,7 +182,7 @@ class Jen1Engine:
                 rules.notes.append(f"LLM planner skipped ({reason}); planned with rules")
             return rules
         try:
-            return plan_with_llm(self._llm, req, rules)
+            return plan_with_llm(self._llm, req, rules, budget_s=self._llm_budget_s)
         except JobStopped:
             raise
         except (HarmoniaError, ValueError) as exc:  # InvalidAnswer, DependencyDown, PlanError, ...

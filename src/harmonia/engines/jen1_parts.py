@@ -334,7 +334,7 @@ def lay_lyrics(
     """Lay each section's lyrics on its melody notes: a word per syllable count of notes (the first
     carries the word, the rest slur), lines repeating until the section's notes are used.
     Unpronounceable words become a vocalise ("la"). Returns singing notes, sung spans, substitutes."""
-    from harmonia.engines.prompt_tasks import word_syllables
+    from harmonia.engines.syllables import word_syllables
 
     seconds_per_beat = 60.0 / arrangement.score.tempo_bpm
     vocalise = "la" if known is None or known("la") else next(

@@ -9,18 +9,27 @@ Answers are streamed even when the caller wants the whole text: the read timeout
 gap between tokens instead of the whole generation, and the caller can stop between chunks (a
 canceled job closes the connection, which makes Ollama stop generating).
 
+A request may carry a `deadline` (a `time.monotonic()` value, the caller's wall-clock budget): the
+wait for the answer to start is cut to it, the stream is checked against it between chunks, and a
+stalled stream is hung up when it passes, so the call never runs past it (`BudgetExceeded`).
+
 Failures become Harmonia errors: daemon unreachable -> `DependencyDown` naming the URL (after
 retrying connection errors only: the request never reached the server, so resending is safe);
-model not pulled -> `ModelMissing` with the `ollama pull` hint; a stream that is not what the
+model not served -> `ModelMissing` naming the models the server does serve and how to pick one;
+a prompt longer than the model's context -> `ContextOverflow`; a stream that is not what the
 protocol says -> `MalformedStream`; no answer in time -> `LLMTimeout`.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import socket
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,21 +38,46 @@ import stamina
 from pydantic import BaseModel, ConfigDict, Field
 
 from harmonia.config import OllamaSettings
-from harmonia.errors import DependencyDown, EngineError, EngineUnavailable, RetryableError
+from harmonia.errors import (
+    DependencyDown,
+    EngineError,
+    EngineUnavailable,
+    HarmoniaError,
+    RetryableError,
+)
 
 Message = dict[str, str]
 JsonFormat = dict[str, Any] | str  # a JSON schema, or "json" for any JSON object
 _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+# How servers say a prompt does not fit: llama.cpp "exceeds the available context size", vLLM and
+# OpenAI "maximum context length" / "context_length_exceeded", Ollama "exceeds the context length".
+_OVERFLOW_RE = re.compile(r"context[ _](size|length|window)|exceed_context_size", re.I)
 
 
 class ModelMissing(EngineUnavailable):
-    """The daemon answers but does not have the model (Ollama: not pulled)."""
+    """The daemon answers but does not serve the model (Ollama: not pulled; llama.cpp: another name)."""
 
     code = "model_missing"
 
-    def __init__(self, model: str, url: str, hint: str) -> None:
-        super().__init__(f"model {model!r} is not available at {url}; {hint}")
-        self.model, self.url, self.hint = model, url, hint
+    def __init__(self, model: str, url: str, hint: str, served: list[str] | None = None) -> None:
+        listed = ", ".join(repr(n) for n in served[:8]) if served else ""
+        more = f" (and {len(served) - 8} more)" if served and len(served) > 8 else ""
+        serves = f"; it serves {listed}{more}" if served else "; it lists no models" if served == [] else ""
+        super().__init__(f"model {model!r} is not available at {url}{serves}; {hint}")
+        self.model, self.url, self.hint, self.served = model, url, hint, served
+
+
+class ContextOverflow(EngineError):
+    """The prompt (with the room asked for the answer) does not fit the model's context window."""
+
+    code = "context_overflow"
+
+
+class BudgetExceeded(EngineError):
+    """The caller's wall-clock budget ran out before the answer was complete (not retried: a retry
+    would take as long)."""
+
+    code = "llm_budget_exceeded"
 
 
 class LLMTimeout(RetryableError):
@@ -138,6 +172,7 @@ class LLMClient(ABC):
         format: JsonFormat | None = None,
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
+        deadline: float | None = None,
     ) -> Iterator[Chunk]:
         """Implemented by each backend."""
 
@@ -151,6 +186,7 @@ class LLMClient(ABC):
         format: JsonFormat | None = None,
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
+        deadline: float | None = None,
     ) -> Iterator[Chunk]:
         """Implemented by each backend."""
 
@@ -171,12 +207,14 @@ class LLMClient(ABC):
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
         on_chunk: Callable[[Chunk], None] | None = None,
+        deadline: float | None = None,
     ) -> Completion:
-        """The whole answer to a conversation; `on_chunk` sees each piece (and may raise to stop)."""
+        """The whole answer to a conversation; `on_chunk` sees each piece (and may raise to stop);
+        `deadline` (a `time.monotonic()` value) bounds the whole call."""
         chunks = self.stream_chat(
-            messages, model=model, format=format, options=options, keep_alive=keep_alive
+            messages, model=model, format=format, options=options, keep_alive=keep_alive, deadline=deadline
         )
-        return self._collect(chunks, model or self.model, on_chunk)
+        return self._collect(chunks, model or self.model, on_chunk, deadline)
 
     def generate(
         self,
@@ -188,19 +226,26 @@ class LLMClient(ABC):
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
         on_chunk: Callable[[Chunk], None] | None = None,
+        deadline: float | None = None,
     ) -> Completion:
         """The whole completion of one prompt (with an optional system prompt)."""
         chunks = self.stream_generate(
-            prompt, system=system, model=model, format=format, options=options, keep_alive=keep_alive
+            prompt,
+            system=system,
+            model=model,
+            format=format,
+            options=options,
+            keep_alive=keep_alive,
+            deadline=deadline,
         )
-        return self._collect(chunks, model or self.model, on_chunk)
+        return self._collect(chunks, model or self.model, on_chunk, deadline)
 
     def check_ready(self, model: str | None = None) -> dict[str, Any]:
         """Raise `DependencyDown` / `ModelMissing` unless the server answers and has the model."""
         model = model or self.model
         names = self.list_models()
         if not any(_same_model(model, n) for n in names):
-            raise self._missing(model)
+            raise self._missing(model, names)
         return {"url": self.base_url, "backend": self.backend, "model": model, "version": self.version()}
 
     def close(self) -> None:
@@ -215,25 +260,45 @@ class LLMClient(ABC):
 
     # --- transport -------------------------------------------------------------------------------
 
-    def _missing(self, model: str) -> ModelMissing:
-        return ModelMissing(model, self.base_url, f"pull it with `ollama pull {model}`")
+    def _missing(self, model: str, served: list[str] | None) -> ModelMissing:
+        hint = f"pull it with `ollama pull {model}`"
+        if served:
+            hint += " or set HARMONIA_OLLAMA__MODEL to one it serves"
+        return ModelMissing(model, self.base_url, hint, served)
+
+    def _served(self) -> list[str] | None:
+        """The models the server lists, for an error message; None when it will not say."""
+        try:
+            return self.list_models()
+        except HarmoniaError:
+            return None
 
     def _url(self, path: str) -> str:
         return self.base_url + path
 
     def _send(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, stream: bool = False
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        stream: bool = False,
+        deadline: float | None = None,
     ) -> httpx.Response:
         """One request; connection errors retried; an error status raised as a Harmonia error."""
         url = self._url(path)
-        request = self._http.build_request(
-            method, url, json=body, headers=self._headers, timeout=self._timeout
-        )
+        timeout, retrying_for = self._timeout, None
+        if deadline is not None:  # neither the retries nor the wait for the answer outlast the budget
+            left = retrying_for = max(deadline - time.monotonic(), 0.001)
+            timeout = httpx.Timeout(
+                min(self.timeout_s, left), connect=min(self._timeout.connect or left, left)
+            )
+        request = self._http.build_request(method, url, json=body, headers=self._headers, timeout=timeout)
         try:
             for attempt in stamina.retry_context(
                 on=_CONNECT_ERRORS,
                 attempts=self.retry_attempts,
-                timeout=None,
+                timeout=retrying_for,
                 wait_initial=self.retry_wait_s,
                 wait_max=max(self.retry_wait_s, 2.0),
                 wait_jitter=self.retry_wait_s,
@@ -246,6 +311,7 @@ class LLMClient(ABC):
                 f"{self.label} at {self.base_url} is not reachable ({method} {url}: {reason})"
             ) from exc
         except httpx.TimeoutException as exc:
+            _raise_if_past(deadline, f"{self.label} at {url} {_doing(False)}", exc)
             raise LLMTimeout(f"{self.label} at {url} did not answer within {self.timeout_s:g} s") from exc
         except httpx.TransportError as exc:
             raise DependencyDown(f"{self.label} at {url} failed: {exc or type(exc).__name__}") from exc
@@ -265,32 +331,44 @@ class LLMClient(ABC):
         model = str((body or {}).get("model") or self.model)
         lowered = message.lower()
         if status == 404 and "model" in lowered and ("not found" in lowered or "does not exist" in lowered):
-            return self._missing(model)
+            return self._missing(model, self._served())
         if status == 404:
             return DependencyDown(f"{url} answered 404 ({message}); is {self.base_url} a {self.label}?")
         if status in (401, 403):
             return DependencyDown(f"{url} refused the request ({status}: {message}); check the token")
         if status in (408, 429, 502, 503, 504):
             return RetryableError(f"{self.label} at {url} is busy or unavailable ({status}: {message})")
+        if _OVERFLOW_RE.search(message):
+            return _overflow(url, message)
         return EngineError(f"{self.label} at {url} answered {status}: {message}")
 
-    def _post_lines(self, path: str, body: dict[str, Any]) -> Generator[str, None, None]:
+    def _post_lines(
+        self, path: str, body: dict[str, Any], deadline: float | None = None
+    ) -> Generator[str, None, None]:
         """POST and yield the streamed body line by line; the response is closed however it ends.
 
         Lazy: nothing is sent until the first line is asked for, so an iterator that is dropped
-        unstarted holds no connection. Transport failures mid-body become stream errors.
+        unstarted holds no connection. Transport failures mid-body become stream errors. Without a
+        deadline a long answer that keeps streaming is fine (the job's own time limit stops it
+        through the caller's `on_chunk`); with one, a stream still open at the deadline is hung up.
         """
         url = self._url(path)
-        response = self._send("POST", path, body, stream=True)
-        # No deadline for the whole answer: a long answer that keeps streaming is fine, and the job's
-        # own time limit stops it through the caller's `on_chunk`.
+        response = self._send("POST", path, body, stream=True, deadline=deadline)
+        watchdog = _hang_up_at(response, deadline) if deadline is not None else None
+        started = False
         try:
-            yield from response.iter_lines()
+            for line in response.iter_lines():
+                started = started or bool(line.strip())
+                yield line
         except httpx.TimeoutException as exc:
+            _raise_if_past(deadline, f"{self.label} at {url} {_doing(started)}", exc)
             raise LLMTimeout(f"{self.label} at {url} stopped sending for {self.timeout_s:g} s") from exc
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            _raise_if_past(deadline, f"{self.label} at {url} {_doing(started)}", exc)
             raise MalformedStream(f"the answer from {url} broke off: {exc or type(exc).__name__}") from exc
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             response.close()
 
     def _get_json(self, path: str) -> Any:
@@ -301,7 +379,11 @@ class LLMClient(ABC):
             raise EngineError(f"{self._url(path)} answered with something that is not JSON") from exc
 
     def _collect(
-        self, chunks: Iterator[Chunk], model: str, on_chunk: Callable[[Chunk], None] | None
+        self,
+        chunks: Iterator[Chunk],
+        model: str,
+        on_chunk: Callable[[Chunk], None] | None,
+        deadline: float | None = None,
     ) -> Completion:
         parts: list[str] = []
         try:
@@ -311,6 +393,7 @@ class LLMClient(ABC):
                     on_chunk(chunk)  # may raise (a canceled job): the finally below hangs up
                 if chunk.done:
                     return Completion("".join(parts), model, chunk.done_reason, chunk.stats)
+                _raise_if_past(deadline, f"{self.label} at {self.base_url} {_doing(True)}")
         finally:
             if isinstance(chunks, Generator):
                 chunks.close()
@@ -331,10 +414,13 @@ class OllamaClient(LLMClient):
         format: JsonFormat | None = None,
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
+        deadline: float | None = None,
     ) -> Iterator[Chunk]:
         body = self._body(model, format, options, keep_alive)
         body["messages"] = messages
-        return self._stream("/api/chat", body, lambda obj: (obj.get("message") or {}).get("content"))
+        return self._stream(
+            "/api/chat", body, lambda obj: (obj.get("message") or {}).get("content"), deadline
+        )
 
     def stream_generate(
         self,
@@ -345,12 +431,13 @@ class OllamaClient(LLMClient):
         format: JsonFormat | None = None,
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
+        deadline: float | None = None,
     ) -> Iterator[Chunk]:
         body = self._body(model, format, options, keep_alive)
         body["prompt"] = prompt
         if system is not None:
             body["system"] = system
-        return self._stream("/api/generate", body, lambda obj: obj.get("response"))
+        return self._stream("/api/generate", body, lambda obj: obj.get("response"), deadline)
 
     def list_models(self) -> list[str]:
         data = self._get_json("/api/tags")
@@ -380,8 +467,10 @@ class OllamaClient(LLMClient):
             body["keep_alive"] = keep
         return body
 
-    def _stream(self, path: str, body: dict[str, Any], text_of: Callable[[dict], Any]) -> Iterator[Chunk]:
-        with closing(self._post_lines(path, body)) as lines:
+    def _stream(
+        self, path: str, body: dict[str, Any], text_of: Callable[[dict], Any], deadline: float | None
+    ) -> Iterator[Chunk]:
+        with closing(self._post_lines(path, body, deadline)) as lines:
             yield from self._ndjson_chunks(lines, self._url(path), text_of)
 
     def _ndjson_chunks(
@@ -397,6 +486,8 @@ class OllamaClient(LLMClient):
             if not isinstance(obj, dict):
                 raise MalformedStream(f"line {number} from {url} is not a JSON object: {line[:80]!r}")
             if "error" in obj:
+                if _OVERFLOW_RE.search(str(obj["error"])):
+                    raise _overflow(url, str(obj["error"]))
                 raise EngineError(f"Ollama at {url} failed while answering: {obj['error']}")
             text = text_of(obj)
             if text is None and not obj.get("done"):
@@ -417,9 +508,14 @@ class OpenAIClient(LLMClient):
         root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
         return root + path
 
-    def _missing(self, model: str) -> ModelMissing:
-        hint = f"check the model name (with Ollama behind it: `ollama pull {model}`)"
-        return ModelMissing(model, self.base_url, hint)
+    def _missing(self, model: str, served: list[str] | None) -> ModelMissing:
+        # llama.cpp lists its model by the file path it was started with unless given `--alias`.
+        hint = (
+            "set HARMONIA_OLLAMA__MODEL to a model it serves, or start the server with that name "
+            f"(llama.cpp: `--alias {model}`; vLLM: `--served-model-name {model}`; "
+            f"with Ollama behind it: `ollama pull {model}`)"
+        )
+        return ModelMissing(model, self.base_url, hint, served)
 
     def stream_chat(
         self,
@@ -429,6 +525,7 @@ class OpenAIClient(LLMClient):
         format: JsonFormat | None = None,
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
+        deadline: float | None = None,
     ) -> Iterator[Chunk]:
         # keep_alive is Ollama's; OpenAI-compatible servers have no equivalent, so it is dropped.
         body: dict[str, Any] = {
@@ -453,7 +550,7 @@ class OpenAIClient(LLMClient):
         elif format == "json":
             body["response_format"] = {"type": "json_object"}
         path = "/v1/chat/completions"
-        with closing(self._post_lines(path, body)) as lines:
+        with closing(self._post_lines(path, body, deadline)) as lines:
             yield from self._sse_chunks(lines, self._url(path))
 
     def stream_generate(
@@ -465,11 +562,12 @@ class OpenAIClient(LLMClient):
         format: JsonFormat | None = None,
         options: GenerationOptions | None = None,
         keep_alive: str | float | None = None,
+        deadline: float | None = None,
     ) -> Iterator[Chunk]:
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}
         ]
-        return self.stream_chat(messages, model=model, format=format, options=options)
+        return self.stream_chat(messages, model=model, format=format, options=options, deadline=deadline)
 
     def list_models(self) -> list[str]:
         data = self._get_json("/v1/models")
@@ -505,7 +603,9 @@ class OpenAIClient(LLMClient):
                 raise MalformedStream(f"an event from {url} is not a JSON object: {payload[:80]!r}")
             if "error" in obj:
                 err = obj["error"]
-                reason = err.get("message", err) if isinstance(err, dict) else err
+                reason = str(err.get("message", err) if isinstance(err, dict) else err)
+                if _OVERFLOW_RE.search(reason):
+                    raise _overflow(url, reason)
                 raise EngineError(f"{url} failed while answering: {reason}")
             if isinstance(obj.get("usage"), dict):
                 stats = _openai_stats(obj["usage"])
@@ -558,6 +658,41 @@ def _error_message(response: httpx.Response) -> str:
         if err is not None:
             return str(err)[:300]
     return json.dumps(data)[:300]
+
+
+def _overflow(url: str, message: str) -> ContextOverflow:
+    return ContextOverflow(
+        f"the prompt does not fit the model's context window ({url}: {message}); shorten the input, "
+        "or give the model a larger context (llama.cpp `-c`, Ollama `num_ctx`, vLLM `--max-model-len`)"
+    )
+
+
+def _raise_if_past(deadline: float | None, doing: str, cause: BaseException | None = None) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise BudgetExceeded(f"the time budget ran out while {doing}") from cause
+
+
+def _doing(started: bool) -> str:
+    return "was still answering" if started else "had not started answering"
+
+
+def _hang_up_at(response: httpx.Response, deadline: float) -> threading.Timer | None:
+    """Shut the response's socket down at `deadline`, which wakes a read blocked on a stalled
+    stream (closing a socket from another thread does not). None when the transport has no socket
+    (a custom or HTTP/2 transport): then the deadline is still checked between chunks."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if not isinstance(sock, socket.socket):
+        return None
+
+    def hang_up() -> None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(max(deadline - time.monotonic(), 0.0), hang_up)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _same_model(wanted: str, listed: str) -> bool:

@@ -17,7 +17,7 @@ from harmonia.engines.genres import find_genre
 from harmonia.engines.instruments import InstrumentSpec, find_instrument
 from harmonia.engines.interpret import MAX_DURATION_S, MAX_TEMPO, MIN_TEMPO, instruments_in, mood_of
 from harmonia.engines.plan import PlanError, PlannedSong
-from harmonia.engines.songplan import SongPlan
+from harmonia.engines.songplan import SongPlan, scale_bars
 from harmonia.engines.theory import parse_key
 
 if TYPE_CHECKING:
@@ -36,12 +36,15 @@ _ROLE_FALLBACK = {
 }
 
 
-def plan_with_llm(client: LLMClient, req: Jen1Input, fallback: PlannedSong) -> PlannedSong:
+def plan_with_llm(
+    client: LLMClient, req: Jen1Input, fallback: PlannedSong, *, budget_s: float | None = None
+) -> PlannedSong:
     """Ask the LLM for a SongPlan; user fields win. Raises what `song_plan` raises (InvalidAnswer
-    after one repair, DependencyDown, ...) so the caller can fall back to `fallback`, the rules plan
-    (also the source of the seed and of what the text said for certain)."""
+    after one repair, BudgetExceeded after `budget_s` (default: the helper's), DependencyDown, ...)
+    so the caller can fall back to `fallback`, the rules plan (also the source of the seed and of
+    what the text said for certain)."""
     from harmonia.engines.llm import GenerationOptions
-    from harmonia.engines.prompt_tasks import PlanOverrides, song_plan
+    from harmonia.engines.prompt_tasks import DEFAULT_BUDGET_S, PlanOverrides, song_plan
 
     duration = req.duration_s
     if duration is None and fallback.sources.get("duration_s", "").startswith(("text", "field")):
@@ -55,7 +58,13 @@ def plan_with_llm(client: LLMClient, req: Jen1Input, fallback: PlannedSong) -> P
         instruments=req.instruments,
     )
     options = GenerationOptions(seed=fallback.seed % 2**31, temperature=0.7)
-    plan, _, attempts = song_plan(client, req.instructions, overrides=overrides, options=options)
+    plan, _, attempts = song_plan(
+        client,
+        req.instructions,
+        overrides=overrides,
+        options=options,
+        budget_s=DEFAULT_BUDGET_S if budget_s is None else budget_s,
+    )
     notes = [f"planned by the LLM ({client.model}, {attempts} attempt{'s' if attempts > 1 else ''})"]
     if not MIN_TEMPO <= plan.tempo_bpm <= MAX_TEMPO:
         raise PlanError(f"the LLM's tempo {plan.tempo_bpm:g} is outside {MIN_TEMPO:g}..{MAX_TEMPO:g} bpm")
@@ -117,12 +126,9 @@ def _fit_bars(plan: SongPlan, target_s: float, notes: list[str]) -> SongPlan:
     want = max(1, round(music_length_beats(target_s, plan.tempo_bpm) / plan.beats_per_bar))
     have = plan.total_bars
     if want != have:
-        scaled = [max(1, round(s.bars * want / have)) for s in plan.sections]
-        while sum(scaled) > want and max(scaled) > 1:
-            scaled[scaled.index(max(scaled))] -= 1
-        while sum(scaled) < want:
-            scaled[scaled.index(max(scaled))] += 1
-        for section, bars in zip(plan.sections, scaled, strict=True):
+        for section, bars in zip(
+            plan.sections, scale_bars([s.bars for s in plan.sections], want), strict=True
+        ):
             section.bars = bars
         notes.append(
             f"the LLM's sections had {have} bars ({have * bar_s:.1f} s); "

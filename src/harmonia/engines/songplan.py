@@ -162,6 +162,18 @@ def parse_duration_s(value: Any) -> Any:
     return number * 60 if unit.startswith("m") else number
 
 
+def scale_bars(bars: list[int], want: int) -> list[int]:
+    """Section lengths scaled in proportion to add up to `want` bars, each at least one bar (LLMs
+    miscount); with fewer bars wanted than there are sections, each section gets one bar."""
+    have = sum(bars)
+    scaled = [max(1, round(b * want / have)) for b in bars]
+    while sum(scaled) > want and max(scaled) > 1:
+        scaled[scaled.index(max(scaled))] -= 1
+    while sum(scaled) < want:
+        scaled[scaled.index(max(scaled))] += 1
+    return scaled
+
+
 def _split_chords(value: Any) -> Any:
     if isinstance(value, str):
         parts = re.split(r"\s*[,|]\s*|\s+(?:-|\u2013|->|\u2192)\s+", value.strip())
@@ -252,7 +264,8 @@ class Instrument(BaseModel):
         return key
 
 
-def _role_for_name(name: str) -> str:
+def role_for_name(name: str) -> str:
+    """The role an instrument named only by `name` most likely plays ('bass guitar' -> bass)."""
     lowered = name.lower()
     return next((role for word, role in _ROLE_BY_WORD if word in lowered), "harmony")
 
@@ -325,7 +338,7 @@ class SongPlan(BaseModel):
         if isinstance(value, dict):
             return [{"name": name, "role": role} for name, role in value.items()]
         if isinstance(value, list):
-            return [{"name": v, "role": _role_for_name(v)} if isinstance(v, str) else v for v in value]
+            return [{"name": v, "role": role_for_name(v)} if isinstance(v, str) else v for v in value]
         return value
 
     @field_validator("duration_s", mode="before")
@@ -347,6 +360,16 @@ class SongPlan(BaseModel):
     def implied_duration_s(self) -> float:
         """How long the sections last at the plan's tempo and meter."""
         return self.total_bars * self.beats_per_bar * 60.0 / self.tempo_bpm
+
+    def fitted(self, duration_s: float) -> SongPlan:
+        """A copy lasting about `duration_s`: the bars scaled to fit (the arithmetic LLMs get wrong);
+        when fewer bars fit than there are sections, the sections that do not fit are left out."""
+        bar_s = self.beats_per_bar * 60.0 / self.tempo_bpm
+        want = max(1, round(duration_s / bar_s))
+        sections = [s.model_copy() for s in self.sections[:want]]
+        for section, bars in zip(sections, scale_bars([s.bars for s in sections], want), strict=True):
+            section.bars = bars
+        return self.model_copy(update={"sections": sections, "duration_s": duration_s})
 
     @model_validator(mode="after")
     def _consistent(self) -> SongPlan:
