@@ -171,6 +171,12 @@ def measure_worker_loss(args: argparse.Namespace, loss: str) -> dict[str, float 
         sync = next(i.decode() for i in s.r.zrange("harmonia:running", 0, -1) if i.decode() != running)
         prefetched = [s.submit({"note": f"p{i}"}) for i in range(2)]
         until(lambda: s.r.llen("dramatiq:noop") == 0, 30, "the prefetch")
+        # the retry is held in the worker's delay queue (fetched from the delay list, in its ack set)
+        until(
+            lambda: s.r.llen("dramatiq:noop.DQ") == 0 and s.r.keys("dramatiq:__acks__.*.noop.DQ"),
+            30,
+            "the retry",
+        )
         at = server_ms(s.r)
         if loss == "kill":
             doomed.send_signal(signal.SIGKILL)
