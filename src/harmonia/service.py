@@ -41,9 +41,11 @@ from harmonia.web import (
     STATUS_FOR,
     ApiError,
     BodySizeLimit,
+    check_json_content_type,
     error_body,
     install_error_handlers,
     metrics_response,
+    parse_json,
 )
 
 log = logging.getLogger(__name__)
@@ -245,10 +247,8 @@ def create_model_app(
 
 
 async def _parse(request: Request, engine: Engine) -> Any:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(422, "invalid_json", f"request body is not valid JSON: {exc}", "body") from exc
+    check_json_content_type(request)
+    body = parse_json(await request.body())
     try:
         return engine.input_model.model_validate(body)
     except ValidationError as exc:

@@ -1,15 +1,20 @@
 """HTTP pieces shared by the gateway and the model services: the error envelope, the body-size
-limit and the Prometheus endpoint. Every error leaves as `{"error": {"code", "message", "field"?}}`.
+limit, strict JSON bodies and the Prometheus endpoint. Every error leaves as
+`{"error": {"code", "message", "field"?}}`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -50,6 +55,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "unknown, or not yours",
         409: "conflict",
         413: "body too large",
+        415: "the body is not JSON (send Content-Type: application/json)",
         422: "invalid input (field names the problem)",
         429: "rate limited (see Retry-After)",
         503: "a dependency is down (the message says which)",
@@ -123,6 +129,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 413, "too_large", f"request body is larger than the limit of {too_large.limit} bytes", "body"
             )
+        bad_json = exc.__cause__
+        if isinstance(bad_json, errors.InvalidInput):  # raised by JsonRequest while FastAPI parsed the body
+            return error_response(422, bad_json.code, bad_json.message, bad_json.field)
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
             exc.status_code, "http_error"
         )
@@ -132,6 +141,81 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return error_response(500, "internal", "internal error; see the server log")
+
+
+MAX_JSON_DEPTH = 64
+
+
+class InvalidJson(errors.InvalidInput):
+    """The body is not JSON this API accepts (maps to 422 `invalid_json`)."""
+
+    code = "invalid_json"
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body as strict JSON: no NaN or Infinity (InvalidInput naming the field:
+    "must be a finite number") and no nesting deeper than `MAX_JSON_DEPTH` (InvalidJson)."""
+    try:
+        data = json.loads(body)
+    except RecursionError as exc:
+        raise InvalidJson(f"request body nests deeper than {MAX_JSON_DEPTH} levels", "body") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}", "body") from exc
+    _check_json(data, [])
+    return data
+
+
+def _check_json(value: Any, path: list[str]) -> None:
+    if len(path) > MAX_JSON_DEPTH:
+        raise InvalidJson(f"request body nests deeper than {MAX_JSON_DEPTH} levels", "body")
+    if isinstance(value, float) and not math.isfinite(value):
+        field = ".".join(path) or "body"
+        raise errors.InvalidInput(f"{field}: must be a finite number", field)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _check_json(item, [*path, str(key)])
+
+
+def _is_json_type(content_type: str) -> bool:
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main == "application/json" or (main.startswith("application/") and main.endswith("+json"))
+
+
+def check_json_content_type(request: Request) -> None:
+    """A request with a body must declare it as JSON (415 otherwise; no Content-Type is read as JSON)."""
+    declared = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if declared and has_body and not _is_json_type(declared):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON sent with Content-Type: application/json (got {declared})",
+            "Content-Type",
+        )
+
+
+class JsonRequest(Request):
+    """A request whose JSON body is parsed by `parse_json`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json(await self.body())
+        return self._json
+
+
+class JsonRoute(APIRoute):
+    """Route class for endpoints that take a JSON body (FastAPI's documented custom-route hook):
+    a non-JSON Content-Type is a 415, NaN/Infinity a 422 "must be a finite number" on the field,
+    a body nested past `MAX_JSON_DEPTH` a 422 `invalid_json`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            check_json_content_type(request)
+            return await handler(JsonRequest(request.scope, request.receive))
+
+        return strict
 
 
 class BodySizeLimit:
