@@ -55,7 +55,7 @@ class AliasedInput(BaseModel):
     def _one_spelling(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        for name, info in cls.model_fields.items():
+        for info in cls.model_fields.values():
             sent = [s for s in _spellings(info) if s in data]
             if len(sent) < 2:
                 continue
