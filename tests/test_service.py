@@ -183,6 +183,10 @@ def test_health_info_and_metrics(service: str) -> None:
     assert 'harmonia_model_requests_total{status="422"}' in text or "harmonia_model_batch_size_count" in text
     assert "harmonia_engine_batches" in text and "harmonia_model_realtime_factor_bucket" in text
     assert 'harmonia_model_state{state="READY"} 1.0' in text
+    # its OpenAPI page loads Swagger UI from the service itself (no CDN)
+    docs = httpx.get(f"{service}/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in docs and "cdn." not in docs
+    assert httpx.get(f"{service}/docs-assets/swagger-ui-bundle.js").status_code == 200
 
 
 class _GatedInput(BaseModel):

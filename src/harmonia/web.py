@@ -275,5 +275,58 @@ async def _empty_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+DOCS_ASSETS_URL = "/docs-assets"
+
+
+def docs_app_kwargs() -> dict[str, Any]:
+    """`FastAPI(...)` arguments that turn off the CDN-backed /docs and /redoc (`serve_docs` adds them)."""
+    return {"docs_url": None, "redoc_url": None}
+
+
+def serve_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc with their JavaScript, CSS and icon served by this
+    app (FastAPI's documented self-hosting recipe), from the copies that the pinned
+    `fastapi-offline` package installs: the pages work without internet. Build `app` with
+    `docs_app_kwargs()` so FastAPI does not add its own CDN pages first."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+    from starlette.responses import HTMLResponse
+
+    assets = files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(assets)), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+    oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def metrics_response(registry: CollectorRegistry) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
