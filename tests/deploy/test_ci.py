@@ -36,6 +36,21 @@ def test_ci_runs_the_one_ci_command() -> None:
     assert "ruff check" in lint and "ruff format --check" in lint and "mypy" in lint
 
 
+def test_pyproject_reads_without_setuptools_warnings() -> None:
+    """setuptools reads pyproject.toml once per build and printed a deprecation warning for the old
+    `license = { text = ... }` table (three times per install): the licence is an SPDX string."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), REPO / "pyproject.toml")
+    assert [str(w.message).splitlines()[0] for w in caught] == []
+    assert dist.metadata.license_expression == "Apache-2.0"
+
+
 def test_every_image_is_built_and_smoke_tested() -> None:
     jobs = workflow("ci.yml")["jobs"]
     built = {e["dockerfile"] for e in jobs["image"]["strategy"]["matrix"]["include"]}
