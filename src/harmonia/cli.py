@@ -419,6 +419,8 @@ def models(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
     with _client(url, api_key) as hc:
         for m in _api_call(hc.models):
             state = "available" if m["available"] else f"unavailable: {m['reason']}"
+            if m.get("note"):
+                state += f" ({m['note']})"
             typer.echo(f"{m['name']:<12} queue={m['queue']:<10} {state}")
 
 

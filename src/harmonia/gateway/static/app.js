@@ -84,6 +84,11 @@ function renderModels() {
       reason.className = "reason";
       reason.textContent = `Why: ${model.reason}`;
       li.append(reason);
+    } else if (model.note) {
+      const note = document.createElement("p");
+      note.className = "hint";
+      note.textContent = model.note;
+      li.append(note);
     }
     if (model.queue_depth != null) {
       const depth = document.createElement("p");
