@@ -103,6 +103,23 @@ def _musicgen_notice(settings: Settings) -> str | None:
     return None
 
 
+def _service_probe(url: str) -> str | None:
+    """Is the model service at `url` up and loaded (`/readyz`)? Short timeouts: this answers a listing."""
+    import httpx
+
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/readyz", timeout=2.0)
+    except httpx.HTTPError as exc:
+        return f"model service {url} unreachable ({type(exc).__name__})"
+    if r.status_code == 200:
+        return None
+    try:
+        message = r.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {r.status_code}"
+    return f"model service {url} not ready: {message}"
+
+
 def _ollama_probe(settings: Settings) -> str | None:
     """Is the LLM server up and does it have the model? (short timeouts: this answers a listing)"""
     from harmonia.engines.llm import build_llm_client
@@ -243,20 +260,21 @@ class Registry:
             return dict(self._engines)
 
     def _probe(self, spec: ModelSpec) -> str | None:
-        if spec.probe is None or spec.service_url(self.settings):
+        url = spec.service_url(self.settings)
+        if spec.probe is None and url is None:
             return None
         now = time.monotonic()
         cached = self._probes.get(spec.name)
         if cached is not None and now - cached[0] < PROBE_TTL_S:
             return cached[1]
-        reason = spec.probe(self.settings)
+        reason = _service_probe(url) if url else spec.probe(self.settings) if spec.probe else None
         self._probes[spec.name] = (now, reason)
         return reason
 
     def describe(self) -> list[dict[str, Any]]:
         """Every model with its availability, checked now (a voicebank broken since the last look
-        shows), with a live probe (e.g. the Ollama daemon) and a `note` on what a model that is
-        available but not loaded will need first (e.g. a download)."""
+        shows), with a live probe (the Ollama daemon; the `/readyz` of a model service that serves
+        it) and a `note` on what a model that is available but not loaded will need first."""
         out = []
         for spec in self.specs.values():
             reason = self.unavailable_reason(spec.name, fresh=True) or self._probe(spec)

@@ -117,3 +117,22 @@ def test_musicgen_paths_and_hub_ids(gateway_with: Any, settings: Settings, tmp_p
     assert entry["available"] is True
     assert entry["note"].startswith("not loaded yet: the first job downloads harmonia-tests/not-downloaded")
     assert "(not loaded yet: the first job downloads" in cli_models(url)["musicgen"]
+
+
+def test_a_model_served_by_a_service_is_available_while_the_service_is_ready(
+    gateway_with: Any, settings: Settings, basic_voicebank: Path
+) -> None:
+    """The compose gateway points HARMONIA_DIFFSINGER_URL at the `diffsinger` profile's service:
+    with the service up the model is available, without it the listing says why."""
+    from harmonia.engines.diffsinger import DiffsingerEngine
+    from harmonia.service import create_model_app
+    from helpers import free_port, wait_for
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    entry = models(gateway_with(diffsinger_url=closed))["diffsinger"]
+    assert entry["available"] is False and entry["reason"].startswith(f"model service {closed} unreachable")
+    engine = DiffsingerEngine(basic_voicebank, device="cpu")
+    with ServerThread(create_model_app(engine, settings)) as service:
+        wait_for(lambda: httpx.get(f"{service.url}/readyz").status_code == 200)
+        entry = models(gateway_with(diffsinger_url=service.url))["diffsinger"]
+        assert entry["available"] is True, entry
