@@ -125,11 +125,9 @@ def test_cli_submit_wait_writes_the_wav_and_status_prints_the_job(
     submit = ["submit", "jen1", "--instructions", "render violin", "--wait", "-o", str(out)]
     proc = run([*harmonia_cmd(), *submit, "--url", gateway.url])
     assert proc.returncode == 0, proc.stderr
-    # rich draws the progress bar on stdout today (see the report), so the job JSON starts at the
-    # first line that opens an object
-    printed = proc.stdout[proc.stdout.index("\n{") + 1 :] if not proc.stdout.startswith("{") else proc.stdout
-    job = json.loads(printed)
+    job = json.loads(proc.stdout)  # stdout is the job's JSON and nothing else: `| jq` works
     assert job["status"] == "succeeded" and job["model"] == "jen1"
+    assert "succeeded" in proc.stderr and "100%" in proc.stderr  # the progress bar is on stderr
     assert f"wrote {out}" in proc.stderr
     assert_audible_wav(out)
     assert_is_the_jobs_wav(http, out)
@@ -138,6 +136,9 @@ def test_cli_submit_wait_writes_the_wav_and_status_prints_the_job(
     assert status.returncode == 0, status.stderr
     shown = json.loads(status.stdout)
     assert shown["id"] == job["id"] and shown["status"] == "succeeded"
+    waited = run([*harmonia_cmd(), "wait", job["id"], "--url", gateway.url])
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout)["id"] == job["id"] and "succeeded" in waited.stderr
     assert {a["name"] for a in shown["artifacts"]} >= {"audio.wav"}
 
 

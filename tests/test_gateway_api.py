@@ -111,6 +111,23 @@ def test_bad_input_is_a_clear_4xx(http: httpx.Client, body: Any, status: int, fi
     assert err["field"] == field and err["message"] and err["code"] == "invalid_input"
 
 
+def test_payload_aliases_are_stored_under_the_field_names(http: httpx.Client) -> None:
+    """jen1 and musicgen take `duration` for `duration_s` (and musicgen the other names audiocraft
+    and hosted APIs use); the queued payload holds the schema's own names, so a worker or a remote
+    model service reads one spelling."""
+    r = submit(http, {"instructions": "render violin", "duration": 5}, model="jen1")
+    assert r.status_code == 202, r.text
+    assert r.json()["payload"] == {"instructions": "render violin", "duration_s": 5.0}
+    r = submit(http, {"prompt": "jazz", "duration": 2, "output_format": "flac"}, model="musicgen")
+    assert r.status_code == 202, r.text
+    assert r.json()["payload"] == {"text": "jazz", "duration_s": 2.0, "format": "flac"}
+    r = submit(http, {"instructions": "render violin", "duration": 5, "duration_s": 6}, model="jen1")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "payload.duration_s"
+    assert "duration_s and duration" in r.json()["error"]["message"]
+    r = submit(http, {"text": "jazz", "length": 2}, model="musicgen")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "payload.length"
+
+
 def test_body_limit_and_malformed_json(http: httpx.Client) -> None:
     big = {"model": "noop", "payload": {"note": "x" * 2_000_000}}
     r = http.post("/v1/jobs", json=big)

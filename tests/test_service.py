@@ -103,12 +103,66 @@ def test_bad_input_is_422_with_the_field(service: str) -> None:
         ({"text": "ok", "duration_s": -1}, "duration_s"),
         ({"text": "ok", "duration_s": 500}, "duration_s"),  # over max_duration_s: the engine says so
         ({"text": "ok", "top_k": "many"}, "top_k"),
-        ({"prompt": "ok"}, "text"),
+        ({"prompt": ""}, "prompt"),  # an alias is named as sent
+        ({"text": "ok", "output_format": "mp3"}, "output_format"),
+        ({"text": "ok", "duration": 2, "duration_s": 3}, "duration_s"),  # two spellings that disagree
+        ({"text": "ok", "durration": 2}, "durration"),  # unknown fields stay errors
     ]:
         r = httpx.post(f"{service}/generate", json=body, timeout=30)
         assert r.status_code == 422, (body, r.text)
         assert r.json()["error"]["field"] == field
     r = httpx.post(f"{service}/generate", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_json"
+
+
+def test_audiocraft_and_hosted_api_names_are_accepted(service: str) -> None:
+    """`duration` (audiocraft's set_generation_params, hosted MusicGen APIs), `prompt`,
+    `classifier_free_guidance` / `cfg_coef` and `output_format` mean the fields of the same knob."""
+    body = {
+        "prompt": "jazz",
+        "duration": 0.5,
+        "classifier_free_guidance": 3,
+        "output_format": "flac",
+        "seed": 3,
+    }
+    r = httpx.post(f"{service}/generate", json=body, headers={"Accept": "application/json"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["content_type"] == "audio/flac" and r.json()["output"]["duration_s"] == 0.5
+    same = {"text": "jazz", "duration_s": 0.5, "guidance_scale": 3, "format": "flac", "seed": 3}
+    r2 = httpx.post(f"{service}/generate", json=same, headers={"Accept": "application/json"}, timeout=60)
+    assert r2.json()["audio_b64"] == r.json()["audio_b64"]
+    # both spellings with the same value are fine; different values are not
+    r = httpx.post(
+        f"{service}/generate", json={"text": "x", "duration": 0.5, "duration_s": 0.5, "cfg_coef": 1}
+    )
+    assert r.status_code == 200, r.text
+    r = httpx.post(f"{service}/generate", json={"text": "x", "prompt": "y"})
+    assert r.status_code == 422 and "text and prompt" in r.json()["error"]["message"]
+    # documented: the input schema lists the other names
+    props = httpx.get(f"{service}/info").json()["input_schema"]["properties"]
+    assert (
+        props["duration_s"]["x-aliases"] == ["duration"]
+        and "`duration`" in props["duration_s"]["description"]
+    )
+    assert props["guidance_scale"]["x-aliases"] == ["classifier_free_guidance", "cfg_coef"]
+    assert props["text"]["x-aliases"] == ["prompt"] and props["format"]["x-aliases"] == ["output_format"]
+
+
+def test_a_body_that_is_not_json_is_415_and_nan_is_422(service: str) -> None:
+    r = httpx.post(f"{service}/generate", content=b'{"text": "x"}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
+    r = httpx.post(f"{service}/generate", data={"text": "x"})  # a form, as `curl -d` sends without -H
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    r = httpx.post(
+        f"{service}/generate",
+        content=b'{"text": "x", "duration_s": NaN}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 422 and r.json()["error"] == {
+        "code": "invalid_input", "message": "duration_s: must be a finite number", "field": "duration_s"
+    }  # fmt: skip
+    deep = b'{"text": "x", "seed": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    r = httpx.post(f"{service}/generate", content=deep, headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_json"
 
 
@@ -129,6 +183,10 @@ def test_health_info_and_metrics(service: str) -> None:
     assert 'harmonia_model_requests_total{status="422"}' in text or "harmonia_model_batch_size_count" in text
     assert "harmonia_engine_batches" in text and "harmonia_model_realtime_factor_bucket" in text
     assert 'harmonia_model_state{state="READY"} 1.0' in text
+    # its OpenAPI page loads Swagger UI from the service itself (no CDN)
+    docs = httpx.get(f"{service}/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in docs and "cdn." not in docs
+    assert httpx.get(f"{service}/docs-assets/swagger-ui-bundle.js").status_code == 200
 
 
 class _GatedInput(BaseModel):

@@ -243,8 +243,6 @@ def compose(
 ) -> None:
     """Compose locally (no server): plan, arrange, render and master, with a progress bar. Writes the
     mix to OUTPUT and plan.json / arrangement.mid (and stems) beside it."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from harmonia.engines.base import LocalContext
     from harmonia.engines.registry import Registry
     from harmonia.errors import HarmoniaError
@@ -268,10 +266,7 @@ def compose(
         registry = Registry(settings)
         request = registry.validate("jen1", payload)
         jen1 = registry.engine("jen1")
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-        ) as bar:  # fmt: skip
+        with _progress_bar() as bar:
             task = bar.add_task("plan", total=1.0)
             ctx = LocalContext(on_progress=lambda f, m: bar.update(task, completed=f, description=m or "…"))
             result = jen1.run(request, ctx)
@@ -324,17 +319,19 @@ def _api_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         fail(f"cannot reach the gateway: {exc}")
 
 
-def _follow_and_save(hc: Any, job: dict[str, Any], output: Path | None) -> dict[str, Any]:
+def _progress_bar() -> Any:
+    """A progress bar on stderr: stdout carries only the result, so `harmonia submit --wait | jq` works."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeElapsedColumn(),
-        transient=False,
-        console=None,
-    ) as bar:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(), console=Console(stderr=True),
+    )  # fmt: skip
+
+
+def _follow_and_save(hc: Any, job: dict[str, Any], output: Path | None) -> dict[str, Any]:
+    with _progress_bar() as bar:
         task = bar.add_task(job["status"], total=1.0)
 
         def on_event(kind: str, data: dict[str, Any]) -> None:
@@ -445,6 +442,8 @@ def models(url: UrlOpt = DEFAULT_URL, api_key: KeyOpt = None) -> None:
     with _client(url, api_key) as hc:
         for m in _api_call(hc.models):
             state = "available" if m["available"] else f"unavailable: {m['reason']}"
+            if m.get("note"):
+                state += f" ({m['note']})"
             typer.echo(f"{m['name']:<12} queue={m['queue']:<10} {state}")
 
 

@@ -41,9 +41,13 @@ from harmonia.web import (
     STATUS_FOR,
     ApiError,
     BodySizeLimit,
+    check_json_content_type,
+    docs_app_kwargs,
     error_body,
     install_error_handlers,
     metrics_response,
+    parse_json,
+    serve_docs,
 )
 
 log = logging.getLogger(__name__)
@@ -195,9 +199,10 @@ def create_model_app(
         if close is not None:
             await anyio.to_thread.run_sync(close)
 
-    app = FastAPI(title=f"harmonia {engine.name} service", lifespan=lifespan)
+    app = FastAPI(title=f"harmonia {engine.name} service", lifespan=lifespan, **docs_app_kwargs())
     app.state.service = svc
     install_error_handlers(app)
+    serve_docs(app)
     app.add_middleware(BodySizeLimit, max_bytes=int(getattr(settings, "max_body_bytes", 1_048_576)))
 
     @app.get("/healthz")
@@ -245,10 +250,8 @@ def create_model_app(
 
 
 async def _parse(request: Request, engine: Engine) -> Any:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(422, "invalid_json", f"request body is not valid JSON: {exc}", "body") from exc
+    check_json_content_type(request)
+    body = parse_json(await request.body())
     try:
         return engine.input_model.model_validate(body)
     except ValidationError as exc:

@@ -1,15 +1,20 @@
 """HTTP pieces shared by the gateway and the model services: the error envelope, the body-size
-limit and the Prometheus endpoint. Every error leaves as `{"error": {"code", "message", "field"?}}`.
+limit, strict JSON bodies and the Prometheus endpoint. Every error leaves as
+`{"error": {"code", "message", "field"?}}`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -50,6 +55,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "unknown, or not yours",
         409: "conflict",
         413: "body too large",
+        415: "the body is not JSON (send Content-Type: application/json)",
         422: "invalid input (field names the problem)",
         429: "rate limited (see Retry-After)",
         503: "a dependency is down (the message says which)",
@@ -123,6 +129,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 413, "too_large", f"request body is larger than the limit of {too_large.limit} bytes", "body"
             )
+        bad_json = exc.__cause__
+        if isinstance(bad_json, errors.InvalidInput):  # raised by JsonRequest while FastAPI parsed the body
+            return error_response(422, bad_json.code, bad_json.message, bad_json.field)
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(
             exc.status_code, "http_error"
         )
@@ -132,6 +141,81 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return error_response(500, "internal", "internal error; see the server log")
+
+
+MAX_JSON_DEPTH = 64
+
+
+class InvalidJson(errors.InvalidInput):
+    """The body is not JSON this API accepts (maps to 422 `invalid_json`)."""
+
+    code = "invalid_json"
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body as strict JSON: no NaN or Infinity (InvalidInput naming the field:
+    "must be a finite number") and no nesting deeper than `MAX_JSON_DEPTH` (InvalidJson)."""
+    try:
+        data = json.loads(body)
+    except RecursionError as exc:
+        raise InvalidJson(f"request body nests deeper than {MAX_JSON_DEPTH} levels", "body") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJson(f"request body is not valid JSON: {exc}", "body") from exc
+    _check_json(data, [])
+    return data
+
+
+def _check_json(value: Any, path: list[str]) -> None:
+    if len(path) > MAX_JSON_DEPTH:
+        raise InvalidJson(f"request body nests deeper than {MAX_JSON_DEPTH} levels", "body")
+    if isinstance(value, float) and not math.isfinite(value):
+        field = ".".join(path) or "body"
+        raise errors.InvalidInput(f"{field}: must be a finite number", field)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        _check_json(item, [*path, str(key)])
+
+
+def _is_json_type(content_type: str) -> bool:
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main == "application/json" or (main.startswith("application/") and main.endswith("+json"))
+
+
+def check_json_content_type(request: Request) -> None:
+    """A request with a body must declare it as JSON (415 otherwise; no Content-Type is read as JSON)."""
+    declared = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if declared and has_body and not _is_json_type(declared):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON sent with Content-Type: application/json (got {declared})",
+            "Content-Type",
+        )
+
+
+class JsonRequest(Request):
+    """A request whose JSON body is parsed by `parse_json`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json(await self.body())
+        return self._json
+
+
+class JsonRoute(APIRoute):
+    """Route class for endpoints that take a JSON body (FastAPI's documented custom-route hook):
+    a non-JSON Content-Type is a 415, NaN/Infinity a 422 "must be a finite number" on the field,
+    a body nested past `MAX_JSON_DEPTH` a 422 `invalid_json`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            check_json_content_type(request)
+            return await handler(JsonRequest(request.scope, request.receive))
+
+        return strict
 
 
 class BodySizeLimit:
@@ -189,6 +273,59 @@ class _TooLarge(Exception):
 
 async def _empty_receive() -> Message:
     return {"type": "http.disconnect"}
+
+
+DOCS_ASSETS_URL = "/docs-assets"
+
+
+def docs_app_kwargs() -> dict[str, Any]:
+    """`FastAPI(...)` arguments that turn off the CDN-backed /docs and /redoc (`serve_docs` adds them)."""
+    return {"docs_url": None, "redoc_url": None}
+
+
+def serve_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc with their JavaScript, CSS and icon served by this
+    app (FastAPI's documented self-hosting recipe), from the copies that the pinned
+    `fastapi-offline` package installs: the pages work without internet. Build `app` with
+    `docs_app_kwargs()` so FastAPI does not add its own CDN pages first."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+    from starlette.responses import HTMLResponse
+
+    assets = files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(assets)), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+    oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+            swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def metrics_response(registry: CollectorRegistry) -> Response:

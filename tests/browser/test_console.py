@@ -267,3 +267,27 @@ def test_sse_parser_handles_chunks_split_anywhere(console: Console) -> None:
         '{"id":"2-0","event":"message","data":"a\\nb"}]'
     )
     assert set(events) == {expected}
+
+
+IN_VIEW = """(id) => {
+  const r = document.getElementById(id).getBoundingClientRect();
+  return r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight;
+}"""
+
+
+def test_after_submit_the_progress_and_the_player_stay_in_view(console: Console) -> None:
+    """At 1280x900 the page used to scroll after Submit so that the player was off screen."""
+    page = console.open()
+    page.select_option("#model", "jen1")
+    page.fill("#field-instructions", "render violin")
+    page.fill("#field-duration_s", "4")
+    page.click("#submit")
+    console.wait_js("() => !document.getElementById('job-view').hidden")
+    assert console.js(IN_VIEW, "job-progress"), console.js("() => window.scrollY")
+    wait_status(console, "succeeded")
+    console.wait_js("() => document.getElementById('audio').duration > 0")
+    time.sleep(0.5)  # late layout: the waveform, the artifact list, the refreshed job list
+    assert console.js(IN_VIEW, "job-status") and console.js(IN_VIEW, "audio"), {
+        "scrollY": console.js("() => window.scrollY"),
+        "audio": console.js("() => JSON.stringify(document.getElementById('audio').getBoundingClientRect())"),
+    }

@@ -36,6 +36,21 @@ def test_ci_runs_the_one_ci_command() -> None:
     assert "ruff check" in lint and "ruff format --check" in lint and "mypy" in lint
 
 
+def test_pyproject_reads_without_setuptools_warnings() -> None:
+    """setuptools reads pyproject.toml once per build and printed a deprecation warning for the old
+    `license = { text = ... }` table (three times per install): the licence is an SPDX string."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), REPO / "pyproject.toml")
+    assert [str(w.message).splitlines()[0] for w in caught] == []
+    assert dist.metadata.license_expression == "Apache-2.0"
+
+
 def test_every_image_is_built_and_smoke_tested() -> None:
     jobs = workflow("ci.yml")["jobs"]
     built = {e["dockerfile"] for e in jobs["image"]["strategy"]["matrix"]["include"]}
@@ -84,3 +99,37 @@ def test_documented_commands_parse(doc: str) -> None:
             resolve_command(argv)  # a command named in prose: it must exist
     if pending:
         pytest.skip(f"`harmonia legacy` is not registered in harmonia.cli yet: {pending}")
+
+
+USER_DOCS = sorted(
+    {"README.md", "RELEASE_NOTES.md", *DOCS}
+    | {str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")}
+    | {str(p.relative_to(REPO)) for p in (REPO / "containers").glob("*/README.md")}
+)
+
+
+@pytest.mark.parametrize("doc", USER_DOCS)
+def test_docs_point_only_at_files_in_the_repository(doc: str) -> None:
+    """Users have the repository, not the steering folder beside it (README once pointed to
+    ../shared/ARCHITECTURE.md): every path a document names in backquotes or a link exists."""
+    text = (REPO / doc).read_text()
+    assert "../shared" not in text, doc
+    # reference lists cite other projects' files (openvpi's `docs/BestPractices.md`)
+    text = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("- ["))
+    named = re.findall(r"\]\(([^)#:]+)\)", text) + re.findall(
+        r"`((?:docs|legacy|containers)/[\w./-]+|[A-Z_]+\.md)`", text
+    )
+    missing = [p for p in named if not (REPO / p).exists() and not ((REPO / doc).parent / p).exists()]
+    assert not missing, f"{doc} names files that are not in the repository: {missing}"
+
+
+@pytest.mark.parametrize("doc", USER_DOCS)
+def test_curl_examples_fail_on_http_errors(doc: str) -> None:
+    """`curl -o out.wav` without --fail writes a 503's JSON body into out.wav and exits 0."""
+    lines = [
+        ln
+        for ln in (REPO / doc).read_text().splitlines()
+        if re.search(r"(^|`|\$ |; )curl (-|localhost|http)", ln)
+    ]
+    loose = [ln.strip() for ln in lines if not re.search(r"curl (--fail|-f\w*)\b", ln)]
+    assert not loose, f"{doc}: curl without --fail: {loose}"

@@ -11,6 +11,7 @@ import tomllib
 import pytest
 from deploy_support import (
     DOCKERFILES,
+    LEGACY_DOCKERFILES,
     REPO,
     SECRETISH,
     check_health_command,
@@ -25,7 +26,8 @@ from deploy_support import (
     unknown_env_names,
 )
 
-ALL = [(service, path) for service, paths in DOCKERFILES.items() for path in paths]
+ALL = [(service, path) for group in (DOCKERFILES, LEGACY_DOCKERFILES) for service, paths in group.items()
+       for path in paths]  # fmt: skip
 IDS = [path.removeprefix("containers/") for _, path in ALL]
 #: service -> the pyproject extras its image installs (the platform alone = no extras)
 EXTRAS = {
@@ -34,6 +36,7 @@ EXTRAS = {
     "ollama": set(),
     "musicgen": {"musicgen"},
     "diffsinger": {"diffsinger"},
+    "legacy-worker": {"musicgen", "diffsinger"},  # the old one image with everything
 }
 #: service -> the `harmonia` command its image runs by default
 COMMAND = {
@@ -42,6 +45,7 @@ COMMAND = {
     "musicgen": "serve",
     "diffsinger": "serve",
     "ollama": "serve",
+    "legacy-worker": "worker",
 }
 
 
@@ -63,6 +67,14 @@ def test_every_service_has_its_dockerfiles_and_a_readme() -> None:
         # a README says how to build and run, and names the port / environment it documents
         assert "docker build -f containers/" in readme and "docker run" in readme, service
         assert "HARMONIA_" in readme, service
+
+
+def test_the_legacy_worker_image_is_marked_deprecated_and_points_at_containers() -> None:
+    for paths in LEGACY_DOCKERFILES.values():
+        for rel in paths:
+            head = (REPO / rel).read_text().splitlines()[:5]
+            assert head[1].startswith("# DEPRECATED:"), rel
+            assert any("containers/" in line for line in head), rel
 
 
 def test_multi_stage_non_root(image) -> None:

@@ -74,7 +74,61 @@ def test_hostile_json_is_a_4xx_never_a_5xx(small: httpx.Client, raw: bytes) -> N
     r = small.post("/v1/jobs", content=raw, headers={"Content-Type": "application/json"})
     assert 400 <= r.status_code < 500 or r.status_code == 202, (r.status_code, r.text[:300])
     assert "error" in r.json() or r.status_code == 202
+    if r.status_code != 202:  # only documented codes: never a bare 400 `http_error`
+        assert r.json()["error"]["code"] in {"invalid_json", "invalid_input", "too_large"}, r.text
     assert small.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("depth", [65, 5000, 30_000])
+def test_deeply_nested_json_is_422_invalid_json(small: httpx.Client, depth: int) -> None:
+    raw = b'{"model": "noop", "payload": {"note": ' + b"[" * depth + b"]" * depth + b"}}"
+    r = small.post("/v1/jobs", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text[:300]
+    assert r.json()["error"]["code"] == "invalid_json" and "deeper than" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"model": "noop", "payload": {"sleep_s": NaN}}', "payload.sleep_s"),
+        (b'{"model": "noop", "payload": {"sleep_s": -Infinity}}', "payload.sleep_s"),
+        (b'{"model": "noop", "payload": {"sleep_s": 1e999}}', "payload.sleep_s"),
+        (b'{"model": "noop", "payload": {}, "timeout_s": NaN}', "timeout_s"),
+        (b'{"model": "jen1", "payload": {"instructions": "x", "sections": [{"name": "a", "bars": NaN}]}}',
+         "payload.sections.0.bars"),
+    ],
+)  # fmt: skip
+def test_non_finite_numbers_are_422_on_the_field(small: httpx.Client, raw: bytes, field: str) -> None:
+    r = small.post("/v1/jobs", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["field"] == field and err["message"] == f"{field}: must be a finite number"
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b'{"model": "noop", "payload": {}}', "text/plain"),
+        (b"model=noop&payload=x", "application/x-www-form-urlencoded"),
+        (b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nnoop\r\n--b--\r\n',
+         "multipart/form-data; boundary=b"),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_declared_json_is_415(
+    small: httpx.Client, content: bytes, content_type: str
+) -> None:
+    for path in ("/v1/jobs", "/job"):
+        r = small.post(path, content=content, headers={"Content-Type": content_type})
+        assert r.status_code == 415, r.text
+        err = r.json()["error"]
+        assert err["code"] == "unsupported_media_type" and err["field"] == "Content-Type"
+        assert "application/json" in err["message"] and content_type.split(";")[0] in err["message"]
+    # JSON types with parameters or a +json suffix are JSON
+    for declared in ("application/json; charset=utf-8", "application/vnd.harmonia+json"):
+        r = small.post(
+            "/v1/jobs", content=b'{"model": "noop", "payload": {}}', headers={"Content-Type": declared}
+        )
+        assert r.status_code == 202, (declared, r.text)
 
 
 def _unbounded(schema: dict[str, Any], defs: dict[str, Any], path: str) -> list[str]:

@@ -9,6 +9,9 @@ audio only, never the score. Both are standard, simple estimators:
 - `chroma`: STFT magnitudes folded onto the 12 pitch classes between 55 Hz and 2 kHz (where
   fundamentals and strong low harmonics live), after a median-filter harmonic/percussive split so
   that drums do not colour the pitch profile.
+- `estimate_key`: the Krumhansl-Schmuckler algorithm (Krumhansl 1990, "Cognitive Foundations of
+  Musical Pitch"): the chroma profile correlated with the Krumhansl-Kessler major and minor key
+  profiles rotated to each of the 12 tonics; the best correlation names the key.
 """
 
 from __future__ import annotations
@@ -89,3 +92,28 @@ def chroma(audio: np.ndarray, sample_rate: int, *, frame: int = 8192, hop: int =
 def scale_fit(profile: np.ndarray, pitch_classes: set[int]) -> float:
     """Fraction of the chroma energy on `pitch_classes`."""
     return float(sum(profile[pc] for pc in pitch_classes))
+
+
+# Krumhansl & Kessler (1982) probe-tone ratings, tonic first.
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+def key_correlations(profile: np.ndarray) -> dict[tuple[int, str], float]:
+    """Pearson correlation of a pitch-class profile with each of the 24 rotated key profiles,
+    keyed by (tonic pitch class, "major" | "minor")."""
+    out: dict[tuple[int, str], float] = {}
+    x = np.asarray(profile, dtype=np.float64)
+    if x.shape != (12,) or np.ptp(x) == 0:
+        return {(tonic, mode): 0.0 for tonic in range(12) for mode in ("major", "minor")}
+    for mode, template in (("major", KK_MAJOR), ("minor", KK_MINOR)):
+        for tonic in range(12):
+            out[(tonic, mode)] = float(np.corrcoef(x, np.roll(template, tonic))[0, 1])
+    return out
+
+
+def estimate_key(profile: np.ndarray) -> tuple[int, str, float]:
+    """The most likely key of a chroma profile: (tonic pitch class, mode, correlation)."""
+    scores = key_correlations(profile)
+    (tonic, mode), r = max(scores.items(), key=lambda kv: kv[1])
+    return tonic, mode, r

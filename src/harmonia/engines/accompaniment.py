@@ -56,8 +56,10 @@ class PartWriter:
             for k in range(-2, 8)
             if lo <= self._midi(harmony, degree_mod + 7 * k, ref) <= hi
         ]
-        if not options:  # range narrower than an octave: clamp the closest one into it
-            options = [min(max(self._midi(harmony, degree_mod, ref), lo), hi)]
+        if not options:  # range narrower than an octave: the octave nearest the range (a clamped
+            # pitch would be a note outside the key)
+            options = [self._midi(harmony, degree_mod + 7 * k, ref) for k in range(-2, 8)]
+            return min(options, key=lambda p: (max(lo - p, p - hi, 0), abs(p - near)))
         return min(options, key=lambda p: (abs(p - near), p))
 
     def _voicing(self, harmony: Chord, ref: int, lo: int, hi: int, previous: list[int] | None) -> list[int]:
@@ -69,12 +71,23 @@ class PartWriter:
                 pitches = [self._midi(harmony, d + 7 * k, ref) for d in shape]
                 if lo <= pitches[0] and pitches[-1] <= hi:
                     candidates.append(pitches)
-        if not candidates:
-            return [min(max(self._midi(harmony, r, ref), lo), hi)]
+        if not candidates:  # no room for a triad above the bass: the chord tones that fit, if any
+            tones = {self._midi(harmony, d + 7 * k, ref) for d in (r, r + 2, r + 4) for k in range(-2, 8)}
+            return sorted(p for p in tones if lo <= p <= hi)[-2:]
         if previous:
             return min(candidates, key=lambda c: sum(abs(a - b) for a, b in zip(c, previous, strict=False)))
         middle = (lo + hi) / 2
         return min(candidates, key=lambda c: abs(sum(c) / 3 - middle))
+
+    def _metric_bars(self) -> list[Bar]:
+        """The bars of the metre (a bar that holds two chords is one bar here): for the drums."""
+        out: list[Bar] = []
+        for span in self.bars:
+            if out and out[-1].index == span.index:
+                out[-1] = Bar(span.index, out[-1].start, out[-1].length + span.length, out[-1].chord)
+            else:
+                out.append(span)
+        return out
 
     def _unit(self, preferred: float) -> float:
         return preferred if preferred * self.seconds_per_beat >= _MIN_UNIT_S else preferred * 2
@@ -102,15 +115,22 @@ class PartWriter:
         bass_prev, voicing = lo + 5, None
         for i, bar in enumerate(self.bars):
             h = bar.chord
-            bass = self._nearest(h, h.root, ref, lo, lo + 14, bass_prev)
+            if i == len(self.bars) - 1:  # the final chord sits low on its root: the piece ends on the tonic
+                floor = max(spec.low, lo - 7)
+                bass = self._nearest(h, h.root, ref, floor, lo + 14, floor)
+            else:
+                bass = self._nearest(h, h.root, ref, lo, lo + 14, bass_prev)
             voicing = self._voicing(h, ref, bass + 3, hi, voicing)
             bass_prev = bass
-            if i == len(self.bars) - 1 or bar.length < self.beats_per_bar:
+            if i == len(self.bars) - 1:
                 for p in [bass, *voicing]:
                     notes.append(self._note(p, bar.start, bar.length, vel, legato=1.0))
                 continue
-            if style == "block":
-                hits = [*self.strong, bar.length] if spec.name not in SUSTAINED else [0.0, bar.length]
+            # a bar that holds two chords plays its pattern in each half
+            if style == "block" or (style == "waltz" and bar.length < self.beats_per_bar):
+                hits = [0.0, bar.length]
+                if spec.name not in SUSTAINED:
+                    hits = [*(t for t in self.strong if t < bar.length), bar.length]
                 for a, b in itertools.pairwise(hits):
                     for p in [bass, *voicing]:
                         notes.append(self._note(p, bar.start + a, b - a, vel + (4 if a == 0 else 0), 0.97))
@@ -121,7 +141,9 @@ class PartWriter:
                         notes.append(self._note(p, bar.start + beat, 1.0, vel - 4, 0.8))
             else:
                 unit = self._unit(0.5)
-                if style == "alberti":
+                if not voicing:
+                    cycle = [bass]
+                elif style == "alberti":
                     cycle = [bass, voicing[-1], voicing[len(voicing) // 2], voicing[-1]]
                 else:
                     cycle = (
@@ -131,6 +153,8 @@ class PartWriter:
                 while t < bar.length - 1e-9:
                     length = min(unit, bar.length - t)
                     ring = min(bar.length - t, unit * (2.0 if style == "arpeggio" else 1.0))
+                    if k == 0:  # the bass note is held under the pattern (as a pianist's pedal does)
+                        ring = bar.length
                     accent = 6 if t in self.strong else 0
                     notes.append(self._note(cycle[k % len(cycle)], bar.start + t, ring, vel + accent, 0.95))
                     t += length
@@ -147,9 +171,9 @@ class PartWriter:
         calm = self.mood in ("sad", "calm", "romantic")
         for i, bar in enumerate(self.bars):
             h = bar.chord
-            root = self._nearest(h, h.root, ref, lo, hi, prev)
-            prev = root
             last = i == len(self.bars) - 1
+            root = self._nearest(h, h.root, ref, lo, hi, lo if last else prev)
+            prev = root
             if last or bar.length < self.beats_per_bar:
                 notes.append(self._note(root, bar.start, bar.length, vel, 1.0))
                 continue
@@ -207,8 +231,9 @@ class PartWriter:
         if self.beats_per_bar != 4.0 or groove not in GROOVES:
             groove = "basic"
         notes: list[ScoreNote] = []
-        for i, bar in enumerate(self.bars):
-            if i == len(self.bars) - 1 or bar.length < self.beats_per_bar:
+        metric = self._metric_bars()
+        for i, bar in enumerate(metric):
+            if i == len(metric) - 1 or bar.length < self.beats_per_bar:
                 notes.append(self._note(KICK, bar.start, min(0.5, bar.length), vel + 8))
                 notes.append(self._note(CRASH if not soft else RIDE, bar.start, min(1.0, bar.length), vel))
                 continue

@@ -1,8 +1,9 @@
 """Arranging: a `PlannedSong` -> a `Score` with one part per instrument role, and the section map.
 
-The plan's chord symbols become one diatonic chord per bar (spread evenly over each section, as
-the schema says); each section is split into phrases whose cadences follow its harmony (a phrase
-that closes on the tonic is authentic, any other ends on a half cadence). The composer then writes
+The plan's chord symbols become diatonic chords spread evenly over each section's bars, as the
+schema says (a bar may hold several: `i iv | V i` is a two-bar phrase); each section is split
+into phrases whose cadences follow its harmony (a phrase that closes on the tonic is authentic,
+any other ends on a half cadence). The composer then writes
 the melody over the whole form (chord tones on strong beats, stepwise motion, cadence goals, inside
 the lead's range: a singer's range for vocals) and the supporting parts: accompaniment patterns
 with nearest-inversion voice leading, pads, a bass line that walks into the next root, and a
@@ -14,7 +15,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from harmonia.engines.composer import METERS, lay_out_bars, music_length_beats, plan_phrases, write_parts
+from harmonia.engines.composer import (
+    METERS,
+    lay_out_bars,
+    music_length_beats,
+    plan_phrases,
+    spread_chords,
+    write_parts,
+)
 from harmonia.engines.instruments import InstrumentSpec
 from harmonia.engines.plan import PlannedSong
 from harmonia.engines.score import Phrase, Score
@@ -74,43 +82,50 @@ def arrange(song: PlannedSong) -> Arrangement:
     meter = METERS.get((top, bottom), METERS[(4, 4)])
     notes: list[str] = []
     approximated: set[str] = set()
-    chords: list[Chord] = []
+    per_bar: list[list[Chord]] = []
     phrases: list[Phrase] = []
     for section in plan.sections:
-        first = len(chords)
-        symbols = section.chords or ["I"]
-        for b in range(section.bars):
-            symbol = symbols[b * len(symbols) // section.bars]
+        first = len(per_bar)
+        section_chords = []
+        for symbol in section.chords or ["I"]:
             if symbol == "I":
-                chords.append(chord(key, 0))
+                section_chords.append(chord(key, 0))
                 continue
             degree, exact = degree_for_symbol(key, symbol)
-            chords.append(chord(key, degree))
+            section_chords.append(chord(key, degree))
             if not exact:
-                approximated.add(f"{symbol}->{chords[-1].roman}")
+                approximated.add(f"{symbol}->{section_chords[-1].roman}")
+        spread = spread_chords(section_chords, section.bars)
+        if any(len(c) > int(meter.beats) for c in spread):
+            notes.append(
+                f"section {section.name!r}: {len(section_chords)} chords in {section.bars} bars; "
+                "at most one chord a beat is played"
+            )
+        per_bar.extend(spread)
         for p in plan_phrases(section.bars):
-            last = chords[first + p.first_bar + p.bars - 1]
+            last = per_bar[first + p.first_bar + p.bars - 1][-1]
             cadence = "authentic" if last.root == 0 else "half"
             phrases.append(Phrase(first + p.first_bar, p.bars, cadence))
     if approximated:
         notes.append("chromatic chords approximated by diatonic ones: " + ", ".join(sorted(approximated)))
     duration = float(plan.duration_s or plan.implied_duration_s)
-    bars = lay_out_bars(chords, meter.beats, music_length_beats(duration, plan.tempo_bpm))
+    bars = lay_out_bars(per_bar, meter, music_length_beats(duration, plan.tempo_bpm))
     seconds_per_beat = 60.0 / plan.tempo_bpm
     spans = []
+    first = 0
     for section in plan.sections:
-        first = sum(s.bars for s in plan.sections[: plan.sections.index(section)])
-        last_bar = bars[first + section.bars - 1]
+        inside = [b for b in bars if first <= b.index < first + section.bars]
         spans.append(
             SectionSpan(
                 name=section.name,
                 first_bar=first,
                 bars=section.bars,
-                start_s=bars[first].start * seconds_per_beat,
-                end_s=(last_bar.start + last_bar.length) * seconds_per_beat,
+                start_s=inside[0].start * seconds_per_beat,
+                end_s=(inside[-1].start + inside[-1].length) * seconds_per_beat,
                 lyrics=tuple(section.lyrics),
             )
         )
+        first += section.bars
     roles = composer_roles(song.band)
     pitched = [r for s, r in roles if r not in ("drums", "melody")]
     rests: set[int] = set()

@@ -11,11 +11,62 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import AliasChoices, BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic.fields import FieldInfo
+
+from harmonia.errors import InvalidInput
 
 #: Bounded strings for input schemas: every payload field declares a limit (not only the body size).
 Word = Annotated[str, StringConstraints(max_length=64)]  # names, notes, chords, phonemes
 Line = Annotated[str, StringConstraints(max_length=500)]  # a line of lyrics
+
+
+def _spellings(info: FieldInfo) -> list[str]:
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [c for c in alias.choices if isinstance(c, str)]
+    return []
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)  # True == 1 in Python
+
+
+def _document_aliases(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    for name, info in cls.model_fields.items():
+        others = _spellings(info)[1:]
+        prop = schema.get("properties", {}).get(name)
+        if others and isinstance(prop, dict):
+            prop["x-aliases"] = others
+            also = "also accepted as " + ", ".join(f"`{o}`" for o in others)
+            prop["description"] = f"{prop['description']}; {also}" if prop.get("description") else also
+
+
+class AliasedInput(BaseModel):
+    """An input schema whose fields may also arrive under the names other APIs use for the same
+    knob: a field declares `validation_alias=AliasChoices("duration_s", "duration")`, its own name
+    first. Errors name the spelling that was sent; the JSON schema lists the others (`x-aliases`).
+    Two spellings of one field with different values are a 422 naming both; equal values are fine."""
+
+    model_config = ConfigDict(json_schema_extra=_document_aliases)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for info in cls.model_fields.values():
+            sent = [s for s in _spellings(info) if s in data]
+            if len(sent) < 2:
+                continue
+            first = data[sent[0]]
+            if any(not _same(data[s], first) for s in sent[1:]):
+                values = " vs ".join(repr(data[s]) for s in sent)
+                raise InvalidInput(
+                    f"{' and '.join(sent)} name the same field and differ ({values}); send one", sent[0]
+                )
+            data = {k: v for k, v in data.items() if k not in sent[1:]}
+        return data
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ How a piece is built:
    (authentic cadence, V -> I). The last phrase always closes on the tonic; leftover beats lengthen
    the final chord.
 2. *Harmony.* One diatonic chord per bar, from functional templates: tonic opening, predominant
-   (IV/ii, iv/VI), dominant, tonic. A consequent repeats its antecedent's opening chords (a
-   parallel period) so the opening melody can return.
+   (IV/ii, iv/VI), dominant, tonic. A phrase of up to three bars is the whole cadence i iv V i
+   (a bar may hold two chords), so a short piece states its key. A consequent repeats its
+   antecedent's opening chords (a parallel period) so the opening melody can return.
 3. *Melody.* Per phrase, a rhythm motif (A B A ... cadence) from one-bar patterns filtered by tempo
    and weighted by mood; pitches move mostly by step, with chord tones on strong beats, passing and
    neighbour tones between, leaps recovered by contrary steps, an arch contour toward a high point,
-   and a stepwise approach to the cadence goal. It stays inside the instrument's comfortable range.
+   and a stepwise approach to the cadence goal; it opens on the tonic, states the tonic's third
+   early and dwells on stable degrees. It stays inside the instrument's comfortable range.
 4. *Supporting parts* (`accompaniment` module): piano/harp/guitar/organ patterns, bass, inner
    voices, drums.
 Everything random draws from one `random.Random(seed)`: the same seed gives the same notes.
@@ -19,6 +21,7 @@ Everything random draws from one `random.Random(seed)`: the same seed gives the 
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass
@@ -105,7 +108,7 @@ def compose(interp: Interpretation) -> Score:
     bars_count = max(1, round(music_beats / meter.beats))
     phrases = plan_phrases(bars_count)
     roots = progression(key, phrases, rng)
-    bars = lay_out_bars([chord(key, r) for r in roots], meter.beats, music_beats)
+    bars = lay_out_bars(spread_chords([chord(key, r) for r in roots], bars_count), meter, music_beats)
 
     roles = assign_roles([s for s in interp.instruments if not s.is_drum])
     drum_spec = next((s for s in interp.instruments if s.is_drum), None)
@@ -131,12 +134,39 @@ def music_length_beats(duration_s: float, tempo_bpm: float) -> float:
     return (duration_s - release_s) * tempo_bpm / 60.0
 
 
-def lay_out_bars(chords: list[Chord], beats_per_bar: float, music_beats: float) -> list[Bar]:
-    """One bar per chord; the last bar stretches or shrinks so the music lasts `music_beats`."""
-    bar_beats = min(beats_per_bar, music_beats)
-    bars = [Bar(index=i, start=i * bar_beats, length=bar_beats, chord=c) for i, c in enumerate(chords)]
-    last = bars[-1]
-    bars[-1] = Bar(last.index, last.start, max(music_beats - last.start, 0.5 * bar_beats), last.chord)
+def spread_chords(chords: list[Chord], bars: int) -> list[list[Chord]]:
+    """The chords of a section spread evenly over its bars, as the plan schema says: bar `b` holds
+    chords `[b*n/bars, (b+1)*n/bars)`. Fewer chords than bars hold over; more give some bars
+    several (['i', 'iv', 'V', 'i'] over 2 bars is i iv | V i)."""
+    n = len(chords)
+    out = []
+    for b in range(bars):
+        lo, hi = b * n // bars, (b + 1) * n // bars
+        out.append(chords[lo : max(hi, lo + 1)])
+    return out
+
+
+def lay_out_bars(per_bar: list[list[Chord]], meter: Meter, music_beats: float) -> list[Bar]:
+    """A chord span for each chord of each bar. A bar of several chords changes chord on its
+    strong beats (else on equal half-beat divisions), at most once a beat. The last bar stretches
+    or shrinks (0.5-1.5 bars) so the music lasts `music_beats`; its final chord (the tonic) gets
+    the longest share: the chords before it take a beat or so each."""
+    bar_beats = min(meter.beats, music_beats)
+    bars: list[Bar] = []
+    for i, chords in enumerate(per_bar):
+        length = bar_beats
+        if i == len(per_bar) - 1:
+            length = max(music_beats - i * bar_beats, 0.5 * bar_beats)
+        count = max(1, min(len(chords), int(length)))
+        if i == len(per_bar) - 1:
+            unit = max(0.5, round(2 * length / (count + 1)) / 2)
+            cuts = [k * unit for k in range(count)]
+        else:
+            cuts = [t for t in meter.strong if t < length][:count]
+            if len(cuts) < count:
+                cuts = [round(k * length / count * 2) / 2 for k in range(count)]
+        for chord_, (a, b) in zip(chords, itertools.pairwise([*cuts, length]), strict=False):
+            bars.append(Bar(index=i, start=i * bar_beats + a, length=b - a, chord=chord_))
     return bars
 
 
@@ -173,7 +203,7 @@ def write_parts(
         melody_range = melody_register(melody_spec, mood, lead_has_accompaniment or self_accompanied)
         events = compose_melody(key, meter, bars, phrases, melody_range, mood, tempo_bpm, rng)
         if melody_rests:
-            rest_beats = [(bars[i].start, bars[i].start + bars[i].length) for i in melody_rests]
+            rest_beats = [(b.start, b.start + b.length) for b in bars if b.index in melody_rests]
             events = [e for e in events if not any(a - 1e-9 <= e.start < b - 1e-9 for a, b in rest_beats)]
         parts.append(Part(melody_spec, "melody", _to_notes(events, seconds_per_beat, mood)))
         if lead_has_accompaniment and not self_accompanied:
@@ -244,8 +274,10 @@ def plan_phrases(bars: int) -> list[Phrase]:
 
 
 def progression(key: Key, phrases: list[Phrase], rng: random.Random) -> list[int]:
-    """One chord root (diatonic degree 0..6) per bar: phrases open on the tonic, move through
-    middle and predominant chords, and close on V (half cadence) or V -> I (authentic)."""
+    """Chord roots (diatonic degrees 0..6), one per bar, spread over the bars by `spread_chords`:
+    phrases open on the tonic, move through middle and predominant chords, and close on V (half
+    cadence) or predominant -> V -> I (authentic). Short authentic phrases hold more chords than
+    bars (i iv V i in one or two bars), so that even a short piece states its key."""
     roots: list[int] = []
     antecedent: list[int] = []
     for phrase in phrases:
@@ -254,7 +286,10 @@ def progression(key: Key, phrases: list[Phrase], rng: random.Random) -> list[int
         if phrase.cadence == "half":
             ending = [4] if n == 1 else [0, 4] if n == 2 else [pre, 4]
         else:
-            ending = [0] if n == 1 else [4, 0] if n == 2 else [0, 4, 0] if n == 3 else [pre, 4, 0]
+            # Every length opens on the tonic and closes predominant -> V -> I. A phrase of up to
+            # three bars is the full cadence i iv V i (two bars: i iv | V i; one: i iv V i): the
+            # subdominant is what tells the tonic from the dominant's key.
+            ending = [0, 3, 4, 0] if n <= 3 else [pre, 4, 0]
         body: list[int] = []
         if n > len(ending):
             body = [0]
@@ -263,7 +298,7 @@ def progression(key: Key, phrases: list[Phrase], rng: random.Random) -> list[int
         chords = body + ending
         # Parallel period: a consequent opens with its antecedent's opening chords.
         if phrase.cadence == "authentic" and antecedent:
-            shared = min(n - len(ending), len(antecedent) // 2)
+            shared = max(0, min(n - len(ending), len(antecedent) // 2))
             chords[:shared] = antecedent[:shared]
         roots.extend(chords)
         antecedent = chords if phrase.cadence == "half" else []
@@ -306,6 +341,8 @@ def _phrase_rhythms(
 ) -> list[tuple[float, ...]]:
     motif = _pick(rng, choices)
     contrast = _pick(rng, [c for c in choices if c[0] != motif] or choices)
+    if phrase.bars == 1:  # a one-bar piece: a bar of the tune, its last note the closing one
+        return [motif]
     rhythms = []
     for i in range(phrase.bars - 1):
         if i % 2 == 0:
@@ -332,37 +369,43 @@ def compose_melody(
     dlo, dhi = min(degrees), max(degrees)
     choices = _rhythm_choices(meter, tempo, mood)
     events: list[_Event] = []
-    prev = min((d for d in (0, 2, 4, 7, -3) if dlo <= d <= dhi), key=lambda d: abs(d - (dlo + dhi) // 2))
+    # The piece opens on the tonic (the tonic chord's third or fifth only if the range has no tonic):
+    # with the closing V -> I, that is what makes a short piece sound in its key.
+    prev = min(
+        (d for d in (0, 7, -7, 2, 4, -3) if dlo <= d <= dhi),
+        key=lambda d: (d % 7 != 0, abs(d - (dlo + dhi) // 2)),
+    )
     prev_interval = 0
     antecedent: tuple[Phrase, list[tuple[float, ...]], list[int]] | None = None
     for phrase in phrases:
-        phrase_bars = bars[phrase.first_bar : phrase.first_bar + phrase.bars]
-        if len(phrase_bars) == 1 and phrase_bars[0].length < meter.beats:  # a piece shorter than a bar
-            rhythms = [_short_rhythm(phrase_bars[0].length)]
+        # the phrase's bars, each as its chord spans (two when a bar holds two chords)
+        phrase_bars = [
+            [b for b in bars if b.index == i] for i in range(phrase.first_bar, phrase.first_bar + phrase.bars)
+        ]
+        lengths = [sum(s.length for s in spans) for spans in phrase_bars]
+        if len(phrase_bars) == 1 and lengths[0] < meter.beats:  # a piece shorter than a bar
+            rhythms = [_short_rhythm(lengths[0])]
         else:
             rhythms = _phrase_rhythms(meter, phrase, choices, rng)
-            if phrase_bars[-1].length < meter.beats:  # a shortened closing bar holds just the tonic
-                rhythms[-1] = (phrase_bars[-1].length,)
+            if lengths[-1] < meter.beats:  # a shortened closing bar holds just its chords
+                rhythms[-1] = (lengths[-1],)
         # Parallel period: a consequent whose opening chords match its antecedent's repeats its
         # opening bars (rhythm and pitches); the rest, and the cadence, are new.
         echo: list[int] = []
         if phrase.cadence == "authentic" and antecedent is not None:
             ante, ante_rhythms, ante_degrees = antecedent
             shared = 0
-            while (
-                shared < min(ante.bars // 2, phrase.bars - 1)
-                and bars[phrase.first_bar + shared].chord == bars[ante.first_bar + shared].chord
+            while shared < min(ante.bars // 2, phrase.bars - 1) and _same_chords(
+                bars, phrase.first_bar + shared, ante.first_bar + shared
             ):
                 shared += 1
             rhythms[:shared] = ante_rhythms[:shared]
             echo = ante_degrees[: sum(len(r) for r in ante_rhythms[:shared])]
         slots = [
-            (bar.start + offset, length, bar)
-            for bar, rhythm in zip(phrase_bars, rhythms, strict=True)
-            for offset, length in _onsets(rhythm)
+            slot for spans, rhythm in zip(phrase_bars, rhythms, strict=True) for slot in _slots(rhythm, spans)
         ]
-        phrase_start = phrase_bars[0].start
-        phrase_end = phrase_bars[-1].start + phrase_bars[-1].length
+        phrase_start = phrase_bars[0][0].start
+        phrase_end = phrase_bars[-1][-1].start + phrase_bars[-1][-1].length
         onset, _, bar = slots[-1]
         slots[-1] = (onset, phrase_end - onset, bar)  # the closing note fills the (longer) last bar
         # Cadence goal: the tonic (authentic) or a dominant chord tone (half), nearest the melody.
@@ -376,6 +419,16 @@ def compose_melody(
         peak_at = rng.uniform(0.45, 0.75)
         degrees: list[int] = []
         repeats = 0
+        # The piece states its mode early: unless the line found the tonic's third by itself, the
+        # last note of the opening bar over the tonic chord takes it.
+        third_at = -1
+        if not events:
+            opening = [
+                i
+                for i, (_, _, b) in enumerate(slots[: len(slots) - 1])
+                if i > 0 and b.index == phrase.first_bar and b.chord.root == 0
+            ]
+            third_at = max(opening, default=-1)
         for i, (onset, length, bar) in enumerate(slots):
             p = (onset - phrase_start) / (phrase_end - phrase_start)
             if p < peak_at:
@@ -387,7 +440,9 @@ def compose_melody(
             if remaining == 1:
                 degree = goal
             elif not events:
-                degree = prev  # the piece opens on a tonic-chord tone
+                degree = prev  # the piece opens on the tonic
+            elif i == third_at and not any(d % 7 == 2 for d in degrees):
+                degree = min((d for d in range(dlo, dhi + 1) if d % 7 == 2), key=lambda d: abs(d - prev))
             elif remaining == 2:
                 # Re-aim the goal's octave from where the line is now, then approach it by step
                 # (or by a third from a chord tone when this note falls on a strong beat).
@@ -403,7 +458,10 @@ def compose_melody(
                 ]
                 if strong:
                     near = [d for d in near if bar.chord.contains(d)] or [goal]
-                degree = min(near or [goal], key=lambda d: (abs(d - goal), abs(d - prev)))
+                # closing on the tonic, the line comes down from ^2 rather than up from the leading
+                # tone when both are as near: the leading tone already sounds in the V chord
+                above = phrase.cadence == "authentic"
+                degree = min(near or [goal], key=lambda d: (abs(d - goal), above and d < goal, abs(d - prev)))
             elif i < len(echo):
                 degree = echo[i]
             else:
@@ -418,6 +476,12 @@ def compose_melody(
         if phrase.cadence == "half":
             antecedent = (phrase, rhythms, degrees)
     return events
+
+
+# Tonal stability of each scale degree, from Lerdahl's basic space (Tonal Pitch Space, 2001):
+# how many of its levels (root, fifth, triad, scale) hold the degree. Tonal melodies dwell on the
+# stable degrees; weighting the line by them is what keeps a short piece in its key.
+_STABILITY = {0: 4, 4: 3, 2: 2, 1: 1, 3: 1, 5: 1, 6: 1}
 
 
 def _next_degree(
@@ -442,6 +506,7 @@ def _next_degree(
         w *= math.exp(-0.3 * abs(target - degree))
         if harmony.is_dominant and degree % 7 == 5:
             w *= 0.1  # minor: b6 against the raised leading tone makes an augmented second
+        w *= _STABILITY[degree % 7]
         candidates.append(degree)
         weights.append(w)
     return rng.choices(candidates, weights=weights)[0]
@@ -453,6 +518,31 @@ def _onsets(rhythm: tuple[float, ...]) -> list[tuple[float, float]]:
         out.append((t, float(length)))
         t += length
     return out
+
+
+def _same_chords(bars: list[Bar], one: int, other: int) -> bool:
+    """Do bars `one` and `other` hold the same chords?"""
+    return [b.chord for b in bars if b.index == one] == [b.chord for b in bars if b.index == other]
+
+
+def _slots(rhythm: tuple[float, ...], spans: list[Bar]) -> list[tuple[float, float, Bar]]:
+    """A bar's rhythm as (onset, length, chord span) slots; a note that runs over a chord change
+    is cut there, so the new chord gets its own note."""
+    start = spans[0].start
+    cuts = [s.start for s in spans[1:]]
+    out = []
+    for offset, length in _onsets(rhythm):
+        a, b = start + offset, start + offset + length
+        for c in cuts:
+            if a + 1e-9 < c < b - 1e-9:
+                out.append((a, c - a, _span_at(spans, a)))
+                a = c
+        out.append((a, b - a, _span_at(spans, a)))
+    return out
+
+
+def _span_at(spans: list[Bar], beat: float) -> Bar:
+    return next(s for s in reversed(spans) if s.start <= beat + 1e-9)
 
 
 def _short_rhythm(beats: float) -> tuple[float, ...]:

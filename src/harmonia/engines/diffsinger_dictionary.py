@@ -99,20 +99,20 @@ def _infer_vowels(result: PhonemeDictionary) -> None:
     result.vowels.update(phones[-1] for phones in result.entries.values())
 
 
+def find_dictionary(root: Path) -> Path:
+    """The voicebank's dictionary file: dsdict.yaml, dsdur/dsdict.yaml or dictionary.txt."""
+    for candidate in (root / "dsdict.yaml", root / "dsdur" / "dsdict.yaml", root / "dictionary.txt"):
+        if candidate.is_file():
+            return candidate
+    raise _bad(
+        root / "dsdict.yaml", "no dictionary found (also looked for dsdur/dsdict.yaml, dictionary.txt)"
+    )
+
+
 def load_dictionary(root: Path, config: DsConfig, phonemes: dict[str, int]) -> PhonemeDictionary:
     """Find and read the voicebank's dictionary (dsdict.yaml, dsdur/dsdict.yaml or dictionary.txt)."""
-    for candidate in (root / "dsdict.yaml", root / "dsdur" / "dsdict.yaml"):
-        if candidate.is_file():
-            result = _load_yaml_dict(candidate)
-            break
-    else:
-        txt = root / "dictionary.txt"
-        if not txt.is_file():
-            raise _bad(
-                root / "dsdict.yaml",
-                "no dictionary found (also looked for dsdur/dsdict.yaml, dictionary.txt)",
-            )
-        result = _load_txt_dict(txt)
+    path = find_dictionary(root)
+    result = _load_txt_dict(path) if path.suffix == ".txt" else _load_yaml_dict(path)
     if not result.entries:
         raise _bad(result.path, "the dictionary has no entries")
     if not any(result.is_vowel(p) and p in phonemes for p in result.vowels):

@@ -8,21 +8,24 @@ sub-folders with their own `dsconfig.yaml`: `dsdur/` (phoneme durations) and `ds
 
 Everything that can be wrong with a voicebank is found here, at load time, and reported as
 `EngineUnavailable` with one line naming the file: a service refuses to start rather than failing
-its first request. All checkpoint I/O of the engine lives in this module.
+its first request. `check_voicebank` runs the same checks without opening the ONNX models, cheaply
+enough for `GET /v1/models` to report a broken voicebank as unavailable, with the reason. All
+checkpoint I/O of the engine lives in this module.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harmonia.engines.diffsinger_dictionary import PhonemeDictionary, load_dictionary
+from harmonia.engines.diffsinger_dictionary import PhonemeDictionary, find_dictionary, load_dictionary
 from harmonia.errors import EngineUnavailable
 
 VARIANCE_NAMES = ("energy", "breathiness", "voicing", "tension")
@@ -248,7 +251,19 @@ def open_session(path: Path, providers: list[str]) -> OnnxModel:
     return OnnxModel(path, session, inputs, [o.name for o in session.get_outputs()])
 
 
+def _model_file(path: Path, providers: list[str]) -> OnnxModel:
+    """The cheap stand-in for `open_session` that `check_voicebank` uses: the file is there and not
+    empty; its graph is not read (that means parsing every weight of the model)."""
+    if not path.is_file():
+        raise _fail(path, "ONNX model not found")
+    if path.stat().st_size == 0:
+        raise _fail(path, "empty file, not an ONNX model")
+    return OnnxModel(path, None, {}, [])
+
+
 def _require_io(model: OnnxModel, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> None:
+    if model.session is None:  # checked, not opened: its inputs and outputs are not known
+        return
     for name in inputs:
         if name not in model.inputs:
             raise _fail(model.path, f"has no input '{name}' (inputs: {sorted(model.inputs)})")
@@ -257,7 +272,10 @@ def _require_io(model: OnnxModel, inputs: tuple[str, ...], outputs: tuple[str, .
             raise _fail(model.path, f"has no output '{name}' (outputs: {model.outputs})")
 
 
-def _load_aux(folder: Path, providers: list[str], kind: str) -> AuxModels:
+Opener = Callable[[Path, list[str]], OnnxModel]
+
+
+def _load_aux(folder: Path, providers: list[str], kind: str, open_model: Opener) -> AuxModels:
     cfg_path = folder / "dsconfig.yaml"
     config: DsConfig = _parse(DsConfig, cfg_path)
     if not config.linguistic:
@@ -271,11 +289,11 @@ def _load_aux(folder: Path, providers: list[str], kind: str) -> AuxModels:
         config=config,
         phonemes=load_phonemes(folder / config.phonemes),
         languages=_load_languages(folder, config, cfg_path),
-        linguistic=open_session(folder / config.linguistic, providers),
+        linguistic=open_model(folder / config.linguistic, providers),
         speakers=_load_speakers(folder, config, cfg_path),
     )
     _require_io(aux.linguistic, ("tokens",), ("encoder_out", "x_masks"))
-    model = open_session(folder / model_file, providers)
+    model = open_model(folder / model_file, providers)
     if kind == "dur":
         _require_io(model, ("encoder_out", "x_masks", "ph_midi"), ("ph_dur_pred",))
         aux.dur = model
@@ -285,7 +303,9 @@ def _load_aux(folder: Path, providers: list[str], kind: str) -> AuxModels:
     return aux
 
 
-def _load_vocoder(root: Path, config: DsConfig, providers: list[str]) -> tuple[VocoderConfig, OnnxModel]:
+def _load_vocoder(
+    root: Path, config: DsConfig, providers: list[str], open_model: Opener
+) -> tuple[VocoderConfig, OnnxModel]:
     folder = root / "dsvocoder"
     if not (folder / "vocoder.yaml").is_file() and config.vocoder:
         # dsconfig's `vocoder` names a vocoder package; accept it beside or inside the voicebank.
@@ -295,7 +315,7 @@ def _load_vocoder(root: Path, config: DsConfig, providers: list[str]) -> tuple[V
                 break
     voc_path = folder / "vocoder.yaml"
     voc: VocoderConfig = _parse(VocoderConfig, voc_path)
-    model = open_session(folder / voc.model, providers)
+    model = open_model(folder / voc.model, providers)
     _require_io(model, ("mel", "f0"), ("waveform",))
     # mel_base may differ (the engine converts log10 <-> ln); the rest must match
     for key in ("sample_rate", "hop_size", "num_mel_bins", "win_size", "fft_size", "mel_scale"):
@@ -322,6 +342,19 @@ def _character_name(root: Path) -> str:
 
 def load_voicebank(root: Path, providers: list[str]) -> Voicebank:
     """Load and check every file of the voicebank at `root`; raise `EngineUnavailable` naming the bad one."""
+    voicebank = _read(root, providers, check=False)
+    return cast(Voicebank, voicebank)
+
+
+def check_voicebank(root: Path) -> None:
+    """The cheap part of `load_voicebank`, for availability reports: every config parses, agrees
+    with the others and names files that exist (ONNX models present and not empty, a dictionary
+    present). No ONNX session is opened. Raises `EngineUnavailable` naming the bad file."""
+    _read(root, [], check=True)
+
+
+def _read(root: Path, providers: list[str], *, check: bool) -> Voicebank | None:
+    open_model: Opener = _model_file if check else open_session
     root = Path(root).expanduser()
     if not root.is_dir():
         raise _fail(root, "voicebank folder not found")
@@ -331,13 +364,15 @@ def load_voicebank(root: Path, providers: list[str]) -> Voicebank:
         if not getattr(config, key):
             raise _fail(cfg_path, f"missing key '{key}'")
     phonemes = load_phonemes(root / config.phonemes)
-    acoustic = open_session(root / str(config.acoustic), providers)
+    acoustic = open_model(root / str(config.acoustic), providers)
     _require_io(acoustic, ("tokens", "durations", "f0"), ("mel",))
-    vocoder_config, vocoder = _load_vocoder(root, config, providers)
-    duration = _load_aux(root / "dsdur", providers, "dur") if (root / "dsdur").is_dir() else None
+    vocoder_config, vocoder = _load_vocoder(root, config, providers, open_model)
+    duration = None
+    if (root / "dsdur").is_dir():
+        duration = _load_aux(root / "dsdur", providers, "dur", open_model)
     variance = None
     if (root / "dsvariance").is_dir():
-        variance = _load_aux(root / "dsvariance", providers, "variance")
+        variance = _load_aux(root / "dsvariance", providers, "variance", open_model)
     needed = [v for v in VARIANCE_NAMES if v in acoustic.inputs]
     if needed and variance is None:
         raise _fail(
@@ -349,17 +384,22 @@ def load_voicebank(root: Path, providers: list[str]) -> Voicebank:
                 raise _fail(
                     variance.variance.path, f"does not predict '{name}' which the acoustic model needs"
                 )
+    languages = _load_languages(root, config, cfg_path)
+    speakers = _load_speakers(root, config, cfg_path)
+    if check:  # the dictionary can be large (a YAML of every word): only found here, read at load
+        find_dictionary(root)
+        return None
     return Voicebank(
         root=root,
         name=_character_name(root),
         config=config,
         phonemes=phonemes,
-        languages=_load_languages(root, config, cfg_path),
+        languages=languages,
         dictionary=load_dictionary(root, config, phonemes),
         acoustic=acoustic,
         vocoder=vocoder,
         vocoder_config=vocoder_config,
-        speakers=_load_speakers(root, config, cfg_path),
+        speakers=speakers,
         duration=duration,
         variance=variance,
         providers=providers,

@@ -40,17 +40,14 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
     def musicgen_weights_here() -> bool:
         # A service URL, a local checkpoint, or a hub id already cached: `auto` must never make
         # a job wait on a download (or fail on a machine without network).
+        from harmonia.engines.musicgen_loader import in_hub_cache
+
         if settings.musicgen_url or Path(settings.musicgen.model).expanduser().is_dir():
             return True
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            return isinstance(try_to_load_from_cache(settings.musicgen.model, "config.json"), str)
-        except (ImportError, ValueError):
-            return False
+        return in_hub_cache(settings.musicgen.model)
 
     def optional(name: str) -> Callable[[], Engine] | None:
-        if name not in registry.specs or registry.spec(name).unavailable_reason(settings) is not None:
+        if name not in registry.specs or registry.unavailable_reason(name) is not None:
             return None
         if name == "musicgen" and not musicgen_weights_here():
             return None

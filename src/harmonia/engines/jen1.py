@@ -140,7 +140,7 @@ class Jen1Engine:
             "duration_s": round(master.audio.shape[0] / sr, 4),
             "sample_rate": sr,
             "format": req.output,
-            "bars": len(score.bars),
+            "bars": score.bar_count,
             "sections": [{"name": s.name, "bars": s.bars} for s in arrangement.sections],
             "chords": [bar.chord.roman for bar in score.bars],
             "notes": sum(len(p.notes) for p in score.parts),

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-from harmonia.engines.base import Line, Word
+from harmonia.engines.base import AliasedInput, Line, Word
 from harmonia.engines.instruments import find_instrument, known_names
 from harmonia.engines.interpret import MAX_DURATION_S, MAX_TEMPO, MIN_DURATION_S, MIN_TEMPO, InterpretError
 from harmonia.engines.songplan import normalize_chord
@@ -41,13 +49,15 @@ class SectionIn(BaseModel):
         return [normalize_chord(c) for c in value] if value is not None else None
 
 
-class Jen1Input(BaseModel):
+class Jen1Input(AliasedInput):
     """`instructions` says what to make; the optional fields override what the text implies."""
 
     model_config = ConfigDict(extra="forbid")
 
     instructions: str = Field(min_length=1, max_length=2000, examples=["render violin"])
-    duration_s: float | None = Field(None, ge=MIN_DURATION_S, le=MAX_DURATION_S)
+    duration_s: float | None = Field(
+        None, ge=MIN_DURATION_S, le=MAX_DURATION_S, validation_alias=AliasChoices("duration_s", "duration")
+    )
     tempo_bpm: float | None = Field(None, ge=MIN_TEMPO, le=MAX_TEMPO)
     key: str | None = Field(None, max_length=32, examples=["D minor", "F# major"])
     instruments: list[Word] | None = Field(None, min_length=1, max_length=8)

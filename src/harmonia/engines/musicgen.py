@@ -22,11 +22,11 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harmonia.audio import encode as audio_io
 from harmonia.config import MusicgenSettings
-from harmonia.engines.base import ArtifactData, Batcher, BatchItem, EngineResult, RunContext
+from harmonia.engines.base import AliasedInput, ArtifactData, Batcher, BatchItem, EngineResult, RunContext
 from harmonia.errors import EngineError, EngineUnavailable, InvalidInput, JobStopped
 
 log = logging.getLogger(__name__)
@@ -34,15 +34,34 @@ log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 2000
 
 
-class MusicgenInput(BaseModel):
+class MusicgenInput(AliasedInput):
     """A MusicGen request. `duration_s` is capped by `MusicgenSettings.max_duration_s` (checked by
-    the engine, which knows the setting)."""
+    the engine, which knows the setting). The names audiocraft (`duration`, `cfg_coef`) and hosted
+    MusicGen APIs (`prompt`, `duration`, `classifier_free_guidance`, `output_format`) use are
+    accepted too."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS, description="what the music should be")
-    duration_s: float = Field(8.0, ge=0.5, description="seconds of new audio; > window via continuation")
-    guidance_scale: float = Field(3.0, ge=0.0, le=20.0, description="classifier-free guidance; <= 1 is off")
+    text: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        description="what the music should be",
+        validation_alias=AliasChoices("text", "prompt"),
+    )
+    duration_s: float = Field(
+        8.0,
+        ge=0.5,
+        description="seconds of new audio; > window via continuation",
+        validation_alias=AliasChoices("duration_s", "duration"),
+    )
+    guidance_scale: float = Field(
+        3.0,
+        ge=0.0,
+        le=20.0,
+        description="classifier-free guidance; <= 1 is off",
+        validation_alias=AliasChoices("guidance_scale", "classifier_free_guidance", "cfg_coef"),
+    )
     temperature: float = Field(1.0, ge=0.0, le=10.0, description="0 = greedy decoding")
     top_k: int = Field(250, ge=0, le=4096, description="0 = no top-k filter")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling; 1 = off")
@@ -50,7 +69,7 @@ class MusicgenInput(BaseModel):
     audio_prompt: str | None = Field(
         None, max_length=16_000_000, description="base64 WAV/FLAC to continue (returned audio includes it)"
     )
-    format: Literal["wav", "flac"] = "wav"
+    format: Literal["wav", "flac"] = Field("wav", validation_alias=AliasChoices("format", "output_format"))
     stream: bool = Field(False, description="publish audio chunks while generating")
 
     @field_validator("text")

@@ -45,6 +45,18 @@ def check_model_ref(ref: str) -> str:
     raise EngineUnavailable(f"model path {ref} does not exist")
 
 
+def in_hub_cache(ref: str) -> bool:
+    """Is hub model `ref` in the local Hugging Face cache already (no download needed to load it)?"""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    try:
+        return isinstance(try_to_load_from_cache(ref, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
 def resolve_device(device: str) -> Any:
     import torch
 

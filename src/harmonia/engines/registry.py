@@ -41,9 +41,12 @@ class ModelSpec:
     factory: str  # "module:function(settings, registry) -> Engine"
     requires: tuple[str, ...] = ()  # importable modules the engine needs (its extra)
     extra: str | None = None
+    # a cheap check of what the engine would load (configs parse, the files they name exist)
     precheck: Callable[[Settings], str | None] | None = field(default=None, compare=False)
     # a live check of a dependency (a daemon) for GET /v1/models; cached briefly by the registry
     probe: Callable[[Settings], str | None] | None = field(default=None, compare=False)
+    # what an available model's first job will need, while it is not loaded (e.g. a download)
+    notice: Callable[[Settings], str | None] | None = field(default=None, compare=False)
 
     def unavailable_reason(self, settings: Settings) -> str | None:
         if self.service_url(settings):
@@ -65,11 +68,56 @@ class ModelSpec:
 
 
 def _diffsinger_precheck(settings: Settings) -> str | None:
+    from harmonia.engines.diffsinger_voicebank import check_voicebank
+
     if settings.diffsinger.voicebank is None:
         return "no voicebank configured: set HARMONIA_DIFFSINGER__VOICEBANK to a DiffSinger voicebank folder"
     if not settings.diffsinger.voicebank.is_dir():
         return f"voicebank folder {settings.diffsinger.voicebank} does not exist"
+    try:
+        check_voicebank(settings.diffsinger.voicebank)
+    except EngineUnavailable as exc:
+        return str(exc)
     return None
+
+
+def _musicgen_precheck(settings: Settings) -> str | None:
+    from harmonia.engines.musicgen_loader import check_model_ref
+
+    try:
+        check_model_ref(settings.musicgen.model)
+    except EngineUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def _musicgen_notice(settings: Settings) -> str | None:
+    from harmonia.engines.musicgen_loader import check_model_ref, in_hub_cache
+
+    ref = settings.musicgen.model
+    if check_model_ref(ref) == "hub" and not in_hub_cache(ref):
+        return (
+            f"not loaded yet: the first job downloads {ref} from the Hugging Face hub (needs internet; "
+            "or set HARMONIA_MUSICGEN__MODEL to a local checkpoint)"
+        )
+    return None
+
+
+def _service_probe(url: str) -> str | None:
+    """Is the model service at `url` up and loaded (`/readyz`)? Short timeouts: this answers a listing."""
+    import httpx
+
+    try:
+        r = httpx.get(f"{url.rstrip('/')}/readyz", timeout=2.0)
+    except httpx.HTTPError as exc:
+        return f"model service {url} unreachable ({type(exc).__name__})"
+    if r.status_code == 200:
+        return None
+    try:
+        message = r.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {r.status_code}"
+    return f"model service {url} not ready: {message}"
 
 
 def _ollama_probe(settings: Settings) -> str | None:
@@ -109,6 +157,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "harmonia.engines.factories:musicgen",
         requires=("torch", "transformers"),
         extra="musicgen",
+        precheck=_musicgen_precheck,
+        notice=_musicgen_notice,
     ),
     ModelSpec(
         "diffsinger",
@@ -147,6 +197,7 @@ class Registry:
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
         self._probes: dict[str, tuple[float, str | None]] = {}
+        self._checked: dict[str, tuple[float, str | None]] = {}  # unavailable_reason, when
 
     def spec(self, name: str) -> ModelSpec:
         spec = self.specs.get(name)
@@ -155,10 +206,22 @@ class Registry:
             raise InvalidInput(f"unknown model {name!r}; known models: {known}", "model")
         return spec
 
+    def unavailable_reason(self, name: str, *, fresh: bool = False) -> str | None:
+        """Why `name` cannot run here (None: it can), from its spec's checks. Submissions read a
+        result up to PROBE_TTL_S old; `fresh` checks again (GET /v1/models, building an engine)."""
+        spec = self.spec(name)
+        now = time.monotonic()
+        cached = self._checked.get(name)
+        if not fresh and cached is not None and now - cached[0] < PROBE_TTL_S:
+            return cached[1]
+        reason = spec.unavailable_reason(self.settings)
+        self._checked[name] = (now, reason)
+        return reason
+
     def validate(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Check a payload against the model's input schema; InvalidInput names the first bad field."""
         spec = self.spec(name)
-        reason = spec.unavailable_reason(self.settings)
+        reason = self.unavailable_reason(name)
         if reason:
             raise EngineUnavailable(f"model {name!r} is unavailable: {reason}")
         try:
@@ -180,11 +243,15 @@ class Registry:
         if engine is not None:
             return engine
         spec = self.spec(name)
-        reason = spec.unavailable_reason(self.settings)
+        reason = self.unavailable_reason(name, fresh=True)
         if reason:
             raise EngineUnavailable(f"model {name!r} is unavailable: {reason}")
         factory: Factory = _import(spec.factory)
-        built = factory(self.settings, self)
+        try:
+            built = factory(self.settings, self)
+        except EngineUnavailable:
+            self._checked.pop(name, None)  # what the check passed failed to load: check again next time
+            raise
         with self._lock:
             return self._engines.setdefault(name, built)
 
@@ -193,29 +260,35 @@ class Registry:
             return dict(self._engines)
 
     def _probe(self, spec: ModelSpec) -> str | None:
-        if spec.probe is None or spec.service_url(self.settings):
+        url = spec.service_url(self.settings)
+        if spec.probe is None and url is None:
             return None
         now = time.monotonic()
         cached = self._probes.get(spec.name)
         if cached is not None and now - cached[0] < PROBE_TTL_S:
             return cached[1]
-        reason = spec.probe(self.settings)
+        reason = _service_probe(url) if url else spec.probe(self.settings) if spec.probe else None
         self._probes[spec.name] = (now, reason)
         return reason
 
     def describe(self) -> list[dict[str, Any]]:
-        """Every model with its availability; a live probe (e.g. the Ollama daemon) counts too."""
+        """Every model with its availability, checked now (a voicebank broken since the last look
+        shows), with a live probe (the Ollama daemon; the `/readyz` of a model service that serves
+        it) and a `note` on what a model that is available but not loaded will need first."""
         out = []
         for spec in self.specs.values():
-            reason = spec.unavailable_reason(self.settings) or self._probe(spec)
+            reason = self.unavailable_reason(spec.name, fresh=True) or self._probe(spec)
+            loaded = spec.name in self._engines
             entry: dict[str, Any] = {
                 "name": spec.name,
                 "queue": spec.queue,
                 "description": spec.description,
                 "available": reason is None,
                 "reason": reason,
-                "loaded": spec.name in self._engines,
+                "loaded": loaded,
             }
+            if reason is None and not loaded and spec.notice and not spec.service_url(self.settings):
+                entry["note"] = spec.notice(self.settings)
             if reason is None:
                 try:
                     entry["input_schema"] = spec.schema().model_json_schema()

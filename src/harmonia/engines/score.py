@@ -32,7 +32,9 @@ class Part:
 
 @dataclass(frozen=True)
 class Bar:
-    """One bar of the plan: where it starts and how long it lasts (in beats), and its harmony."""
+    """One chord's span of the plan: where it starts and how long it lasts (in beats), its harmony,
+    and `index`, the bar it lies in. Usually a whole bar; a bar that holds two chords (a cadence
+    `V i` inside the last bar of a short piece) is two spans with the same `index`."""
 
     index: int
     start: float
@@ -58,6 +60,11 @@ class Score:
     mood: str
     bars: list[Bar]
     phrases: list[Phrase]
+
+    @property
+    def bar_count(self) -> int:
+        """Bars of the metre (`bars` may hold more entries: one per chord span)."""
+        return self.bars[-1].index + 1 if self.bars else 0
 
     def part(self, role: str) -> Part | None:
         return next((p for p in self.parts if p.role == role), None)
@@ -118,7 +125,7 @@ class Score:
             "duration_s": self.duration_s,
             "seed": self.seed,
             "mood": self.mood,
-            "bars": len(self.bars),
+            "bars": self.bar_count,
             "chords": [bar.chord.roman for bar in self.bars],
             "phrases": [
                 {"first_bar": p.first_bar + 1, "bars": p.bars, "cadence": p.cadence} for p in self.phrases

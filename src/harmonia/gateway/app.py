@@ -23,7 +23,7 @@ from harmonia.gateway.ratelimit import RateLimiter
 from harmonia.jobs.queue import JobQueue
 from harmonia.jobs.store import JobStore
 from harmonia.storage import ArtifactStore, build_store
-from harmonia.web import BodySizeLimit, error_responses, install_error_handlers
+from harmonia.web import BodySizeLimit, docs_app_kwargs, error_responses, install_error_handlers, serve_docs
 from harmonia.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)
@@ -135,9 +135,11 @@ def create_app(
         version=__version__,
         description="Jobs API for music-generation models. Async jobs are queued; sync jobs wait.",
         lifespan=lifespan,
+        **docs_app_kwargs(),
     )
     app.state.gw = state
     install_error_handlers(app)
+    serve_docs(app)
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveRequests, latency=state.latency, requests=state.requests)

@@ -16,10 +16,10 @@ from harmonia.gateway.routes.deps import Owner, State
 from harmonia.gateway.sse import follow, wait_finished
 from harmonia.jobs.models import Job, JobRequest, JobState, job_view
 from harmonia.jobs.store import new_job_id
-from harmonia.web import ApiError
+from harmonia.web import ApiError, JsonRoute
 from harmonia.webhooks import check_webhook_url
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=JsonRoute)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 

@@ -84,6 +84,11 @@ function renderModels() {
       reason.className = "reason";
       reason.textContent = `Why: ${model.reason}`;
       li.append(reason);
+    } else if (model.note) {
+      const note = document.createElement("p");
+      note.className = "hint";
+      note.textContent = model.note;
+      li.append(note);
     }
     if (model.queue_depth != null) {
       const depth = document.createElement("p");
@@ -185,6 +190,7 @@ $("job-form").addEventListener("submit", async (event) => {
           ? `Job ${data.id} is still running; following it.`
           : `Job ${data.id} accepted.`;
     showJob(data);
+    revealJob();
     jobList.refresh();
   } catch (exc) {
     if (!(exc instanceof ApiError)) throw exc;
@@ -201,6 +207,13 @@ $("job-form").addEventListener("submit", async (event) => {
 function showJob(job) {
   jobView.open(job);
   history.replaceState(null, "", `#job=${encodeURIComponent(job.id)}`);
+}
+
+// After Submit (a long form leaves the page scrolled to its button) the job's title, progress and
+// player come into view: the title goes to the top unless it already sits in the top third.
+function revealJob() {
+  const top = $("job-title").getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight / 3) $("job-title").scrollIntoView({ block: "start" });
 }
 
 async function openJob(id, { quiet = false } = {}) {
