@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from harmonia.engines.musicgen_decode import Conditioning, FastDecoder, RowSpec
+from harmonia.engines.musicgen.decode import Conditioning, FastDecoder, RowSpec
 
 T5_BASE = dict(
     model_type="t5", d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, vocab_size=32128,
@@ -81,7 +81,7 @@ def load(args, device: torch.device):
         return build_random(args.size, device), f"random {args.size}"
     ref = args.model
     if ref is None:
-        from harmonia.engines.musicgen_tiny import make_tiny_musicgen
+        from harmonia.engines.musicgen.tiny import make_tiny_musicgen
 
         ref = str(make_tiny_musicgen(Path(tempfile.mkdtemp()) / "tiny"))
     return MusicgenForConditionalGeneration.from_pretrained(ref).to(device), ref

@@ -172,9 +172,9 @@ def musicgen_service(tmp_path_factory: pytest.TempPathFactory) -> Any:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from harmonia.config import MusicgenSettings, Settings
-    from harmonia.engines.musicgen import MusicgenEngine
-    from harmonia.engines.musicgen_tiny import make_tiny_musicgen
-    from harmonia.service import create_model_app
+    from harmonia.engines.musicgen.engine import MusicgenEngine
+    from harmonia.engines.musicgen.tiny import make_tiny_musicgen
+    from harmonia.services.model import create_model_app
     from helpers import wait_for
 
     path = make_tiny_musicgen(tmp_path_factory.mktemp("musicgen") / "tiny")

@@ -29,19 +29,19 @@ import soundfile
 
 from harmonia.config import Settings
 from harmonia.engines.base import LocalContext
-from harmonia.engines.llm import (
+from harmonia.engines.ollama.client import (
     BudgetExceeded,
     ContextOverflow,
     GenerationOptions,
     ModelMissing,
     OpenAIClient,
 )
-from harmonia.engines.prompt_tasks import song_plan
+from harmonia.engines.ollama.schemas import ENHANCE_SCHEMA, KEYS, METERS, lyrics_schema, plan_schema
+from harmonia.engines.ollama.structured import answer_token_cap
+from harmonia.engines.ollama.tasks import song_plan
 from harmonia.engines.registry import Registry
-from harmonia.engines.songplan import SongPlan
-from harmonia.engines.structured import answer_token_cap
-from harmonia.engines.syllables import count_syllables
-from harmonia.engines.task_schemas import ENHANCE_SCHEMA, KEYS, METERS, lyrics_schema, plan_schema
+from harmonia.music.songplan import SongPlan
+from harmonia.music.syllables import count_syllables
 from harmonia.redis_client import connect
 from harmonia.worker import WorkerProcess
 from helpers import ServerThread, free_port, make_gateway, wait_for
@@ -179,9 +179,9 @@ def test_a_model_the_server_does_not_serve_is_named_with_the_fix(llama: LlamaSer
         c.check_ready()
     assert info.value.served == [ALIAS]
     # and jen1 says exactly why it planned with rules instead
-    from harmonia.engines.jen1 import Jen1Engine
-    from harmonia.engines.llm import build_llm_client
-    from harmonia.engines.render import RenderEngine
+    from harmonia.engines.jen1.engine import Jen1Engine
+    from harmonia.engines.ollama.client import build_llm_client
+    from harmonia.engines.render.engine import RenderEngine
 
     jen1 = Jen1Engine(RenderEngine(), llm=build_llm_client(settings.ollama))
     res = jen1.run({"instructions": "a short piano tune", "duration_s": 3}, LocalContext())

@@ -10,9 +10,9 @@ import pytest
 
 from fake_ollama import Answer, FakeOllama, ServerThread, closed_port_url
 from harmonia.config import Settings
-from harmonia.engines.llm import OllamaClient
-from harmonia.engines.prompt_tasks import OllamaEngine
-from harmonia.llm_service import build_llm_app, create_llm_app
+from harmonia.engines.ollama.client import OllamaClient
+from harmonia.engines.ollama.tasks import OllamaEngine
+from harmonia.services.ollama import build_llm_app, create_llm_app
 
 PLAN = {
     "title": "Night Drive",

@@ -14,9 +14,9 @@ import pytest
 import soundfile
 
 from harmonia.config import Settings
-from harmonia.engines.musicgen_tiny import make_tiny_musicgen
+from harmonia.engines.musicgen.tiny import make_tiny_musicgen
 from harmonia.redis_client import connect
-from harmonia.service import build_engine, create_model_app
+from harmonia.services.model import build_engine, create_model_app
 from harmonia.worker import WorkerProcess
 from helpers import ServerThread, free_port, make_gateway, wait_for
 

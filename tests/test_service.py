@@ -22,9 +22,9 @@ pytest.importorskip("transformers")
 
 from harmonia.config import MusicgenSettings, Settings
 from harmonia.engines.base import EngineResult
-from harmonia.engines.musicgen import MusicgenEngine
-from harmonia.engines.musicgen_tiny import make_tiny_musicgen
-from harmonia.service import create_model_app
+from harmonia.engines.musicgen.engine import MusicgenEngine
+from harmonia.engines.musicgen.tiny import make_tiny_musicgen
+from harmonia.services.model import create_model_app
 from helpers import ServerThread
 
 

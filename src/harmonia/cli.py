@@ -93,7 +93,7 @@ def up(
 ) -> None:
     """Start everything on this machine: embedded Valkey (unless HARMONIA_REDIS_URL is set), the
     gateway and workers for every queue. Ctrl-C stops it cleanly."""
-    from harmonia.supervisor import Supervisor
+    from harmonia.up import Supervisor
 
     settings = load_settings(host=host, port=port, data_dir=data_dir, worker_threads=threads)
     check_bind(settings)
@@ -197,13 +197,13 @@ def serve(
         if engine == "ollama":
             import uvicorn
 
-            from harmonia.llm_service import build_llm_app
+            from harmonia.services.ollama import build_llm_app
 
             uvicorn.run(
                 build_llm_app(settings), host=settings.host, port=port, log_level=settings.log_level.lower()
             )
         else:
-            from harmonia.service import serve_model
+            from harmonia.services.model import serve_model
 
             serve_model(engine, settings, host=settings.host, port=port, model=model)
     except HarmoniaError as exc:
@@ -220,7 +220,7 @@ def make_tiny(
     if engine != "musicgen":
         fail(f"make-tiny knows: musicgen (not {engine!r})", 2)
     try:
-        from harmonia.engines.musicgen_tiny import make_tiny_musicgen
+        from harmonia.engines.musicgen.tiny import make_tiny_musicgen
     except ImportError as exc:
         fail(f"needs the [musicgen] extra: {exc}", 2)
     typer.echo(str(make_tiny_musicgen(path)))

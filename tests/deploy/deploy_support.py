@@ -194,13 +194,13 @@ def _app_for(kind: str) -> Any:
 
         app = create_app(settings, redis.Redis.from_url(url), redis.asyncio.Redis.from_url(url))
     elif kind == "ollama":
-        from harmonia.llm_service import build_llm_app
+        from harmonia.services.ollama import build_llm_app
 
         app = build_llm_app(settings)
     else:
         # the model service's routes do not depend on the engine; the noop engine needs no model
         from harmonia.engines.noop import NoopEngine
-        from harmonia.service import create_model_app
+        from harmonia.services.model import create_model_app
 
         app = create_model_app(NoopEngine(), settings)
     # no lifespan (no `with`): nothing loads, and routes answer from their handlers

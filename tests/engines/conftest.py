@@ -20,7 +20,7 @@ from fake_ollama import FakeOllama, real_ollama
 def tiny_musicgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from harmonia.engines.musicgen_tiny import make_tiny_musicgen
+    from harmonia.engines.musicgen.tiny import make_tiny_musicgen
 
     return make_tiny_musicgen(tmp_path_factory.mktemp("musicgen") / "tiny")
 
@@ -29,7 +29,7 @@ def tiny_musicgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_musicgen_stereo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from harmonia.engines.musicgen_tiny import make_tiny_musicgen
+    from harmonia.engines.musicgen.tiny import make_tiny_musicgen
 
     return make_tiny_musicgen(tmp_path_factory.mktemp("musicgen") / "tiny-stereo", stereo=True, seed=1)
 

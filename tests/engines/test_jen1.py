@@ -14,13 +14,13 @@ import pytest
 
 from harmonia.audio import analysis, encode
 from harmonia.engines.base import LocalContext
-from harmonia.engines.composer import compose
-from harmonia.engines.instruments import find_instrument
-from harmonia.engines.interpret import interpret, parse_duration
-from harmonia.engines.jen1 import Jen1Engine, Jen1Input
-from harmonia.engines.render import RenderEngine
-from harmonia.engines.theory import parse_key
+from harmonia.engines.jen1.composer import compose
+from harmonia.engines.jen1.engine import Jen1Engine, Jen1Input
+from harmonia.engines.jen1.interpret import interpret, parse_duration
+from harmonia.engines.render.engine import RenderEngine
 from harmonia.errors import InvalidInput, JobCanceled
+from harmonia.music.instruments import find_instrument
+from harmonia.music.theory import parse_key
 from helpers import RecordingContext as Recorder
 
 

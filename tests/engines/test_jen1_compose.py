@@ -18,10 +18,10 @@ from harmonia.audio import analysis, encode
 from harmonia.audio.features import chroma, estimate_tempo, scale_fit, tempo_strengths
 from harmonia.audio.loudness import integrated_lufs
 from harmonia.engines.base import LocalContext
-from harmonia.engines.jen1 import Jen1Engine
-from harmonia.engines.render import RenderEngine
-from harmonia.engines.theory import parse_key
+from harmonia.engines.jen1.engine import Jen1Engine
+from harmonia.engines.render.engine import RenderEngine
 from harmonia.errors import InvalidInput, JobCanceled
+from harmonia.music.theory import parse_key
 from helpers import RecordingContext
 
 LOFI = "a 30 second lo-fi hip hop beat with piano and soft drums"

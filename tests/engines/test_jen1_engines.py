@@ -16,10 +16,10 @@ from harmonia.audio.features import estimate_tempo
 from harmonia.audio.loudness import integrated_lufs
 from harmonia.config import OllamaSettings, Settings
 from harmonia.engines.base import LocalContext
-from harmonia.engines.jen1 import Jen1Engine
-from harmonia.engines.llm import build_llm_client
+from harmonia.engines.jen1.engine import Jen1Engine
+from harmonia.engines.ollama.client import build_llm_client
 from harmonia.engines.registry import Registry
-from harmonia.engines.render import RenderEngine
+from harmonia.engines.render.engine import RenderEngine
 
 PLAN = {
     "title": "Harbour Lights",
@@ -127,7 +127,7 @@ def test_factory_builds_jen1_offline_without_optional_engines(tmp_path: Any) -> 
 @pytest.fixture(scope="module")
 def musicgen(tiny_musicgen: Any) -> Any:
     from harmonia.config import MusicgenSettings
-    from harmonia.engines.musicgen import MusicgenEngine, MusicgenOptions
+    from harmonia.engines.musicgen.engine import MusicgenEngine, MusicgenOptions
 
     engine = MusicgenEngine(
         MusicgenSettings(model=str(tiny_musicgen), max_wait_ms=0),

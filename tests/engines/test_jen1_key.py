@@ -13,14 +13,14 @@ import pytest
 
 from harmonia.audio import encode
 from harmonia.audio.features import KK_MAJOR, KK_MINOR, chroma, estimate_key, key_correlations
-from harmonia.engines.arrange import arrange
 from harmonia.engines.base import LocalContext
-from harmonia.engines.jen1 import Jen1Engine
-from harmonia.engines.jen1_input import Jen1Input
-from harmonia.engines.plan import plan_with_rules
-from harmonia.engines.render import RenderEngine
-from harmonia.engines.songplan import SongPlan
-from harmonia.engines.theory import parse_key
+from harmonia.engines.jen1.arrange import arrange
+from harmonia.engines.jen1.engine import Jen1Engine
+from harmonia.engines.jen1.input import Jen1Input
+from harmonia.engines.jen1.planner import plan_with_rules
+from harmonia.engines.render.engine import RenderEngine
+from harmonia.music.songplan import SongPlan
+from harmonia.music.theory import parse_key
 
 NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 

@@ -12,7 +12,7 @@ import pytest
 
 from fake_ollama import Answer, FakeOllama, closed_port_url, real_ollama
 from harmonia.config import OllamaSettings
-from harmonia.engines.llm import (
+from harmonia.engines.ollama.client import (
     BudgetExceeded,
     Chunk,
     ContextOverflow,

@@ -19,8 +19,8 @@ from transformers import AutoProcessor, MusicgenForConditionalGeneration  # noqa
 from harmonia.audio import encode as audio_io  # noqa: E402
 from harmonia.config import MusicgenSettings  # noqa: E402
 from harmonia.engines.base import EngineResult, LocalContext  # noqa: E402
-from harmonia.engines.musicgen import MusicgenEngine, MusicgenInput, MusicgenOptions  # noqa: E402
-from harmonia.engines.musicgen_decode import Conditioning, FastDecoder, RowSpec  # noqa: E402
+from harmonia.engines.musicgen.decode import Conditioning, FastDecoder, RowSpec  # noqa: E402
+from harmonia.engines.musicgen.engine import MusicgenEngine, MusicgenInput, MusicgenOptions  # noqa: E402
 from harmonia.errors import EngineUnavailable, InvalidInput, JobCanceled  # noqa: E402
 
 TEXTS = ["solo piano melody", "fast loud rock drums with synth bass"]
@@ -322,7 +322,7 @@ def test_int8_decoder_follows_the_float_one(hf) -> None:
 
 
 def test_quantize_auto_is_int8_on_cpu_only() -> None:
-    from harmonia.engines.musicgen_loader import resolve_quantize
+    from harmonia.engines.musicgen.loader import resolve_quantize
 
     assert resolve_quantize("auto", torch.device("cpu")) == "int8"
     assert resolve_quantize("auto", torch.device("cuda")) == "none"
@@ -346,7 +346,7 @@ def test_the_graph_step_gives_the_tokens_of_the_eager_loop_on_dirty_memory(hf, m
     """The step a CUDA graph captures (static shapes, whole-cache attention under a mask, finished
     rows riding along) run eagerly on the CPU, with every fresh float buffer full of NaN as reused
     device memory can be: it must give the eager loop's tokens."""
-    import harmonia.engines.musicgen_decode as decode_mod
+    import harmonia.engines.musicgen.decode as decode_mod
 
     model, processor = hf
     cond, _ = text_conditioning(model, processor)

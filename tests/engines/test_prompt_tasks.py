@@ -14,8 +14,15 @@ from pydantic import ValidationError
 
 from fake_ollama import Answer, FakeOllama, real_ollama
 from harmonia.engines.base import LocalContext
-from harmonia.engines.llm import BudgetExceeded, GenerationOptions, OllamaClient
-from harmonia.engines.prompt_tasks import (
+from harmonia.engines.ollama.client import BudgetExceeded, GenerationOptions, OllamaClient
+from harmonia.engines.ollama.schemas import ENHANCE_SCHEMA, lyrics_schema, plan_schema
+from harmonia.engines.ollama.structured import (
+    REPAIR_EXCERPT_CHARS,
+    InvalidAnswer,
+    answer_token_cap,
+    extract_json,
+)
+from harmonia.engines.ollama.tasks import (
     OllamaEngine,
     OllamaPayload,
     PlanOverrides,
@@ -23,11 +30,9 @@ from harmonia.engines.prompt_tasks import (
     lyrics,
     song_plan,
 )
-from harmonia.engines.songplan import SongPlan, normalize_chord, normalize_key
-from harmonia.engines.structured import REPAIR_EXCERPT_CHARS, InvalidAnswer, answer_token_cap, extract_json
-from harmonia.engines.syllables import count_syllables, word_syllables
-from harmonia.engines.task_schemas import ENHANCE_SCHEMA, lyrics_schema, plan_schema
 from harmonia.errors import InvalidInput, JobCanceled
+from harmonia.music.songplan import SongPlan, normalize_chord, normalize_key
+from harmonia.music.syllables import count_syllables, word_syllables
 
 REAL = real_ollama()
 

@@ -15,7 +15,7 @@ import pytest
 
 from harmonia.audio import analysis, encode
 from harmonia.engines.base import LocalContext
-from harmonia.engines.render import RenderEngine, RenderInput, default_soundfont
+from harmonia.engines.render.engine import RenderEngine, RenderInput, default_soundfont
 from harmonia.errors import EngineUnavailable, InvalidInput, JobCanceled
 from helpers import RecordingContext as Recorder
 

@@ -18,7 +18,7 @@ def noop(settings: Settings, registry: Registry) -> Engine:
 
 
 def render(settings: Settings, registry: Registry) -> Engine:
-    from harmonia.engines.render import RenderEngine
+    from harmonia.engines.render.engine import RenderEngine
 
     return RenderEngine(soundfont=settings.soundfont)
 
@@ -30,8 +30,8 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
     from collections.abc import Callable
     from pathlib import Path
 
-    from harmonia.engines.jen1 import Jen1Engine
-    from harmonia.engines.render import RenderEngine
+    from harmonia.engines.jen1.engine import Jen1Engine
+    from harmonia.engines.render.engine import RenderEngine
 
     render_engine = registry.engine("render")
     if not isinstance(render_engine, RenderEngine):
@@ -40,7 +40,7 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
     def musicgen_weights_here() -> bool:
         # A service URL, a local checkpoint, or a hub id already cached: `auto` must never make
         # a job wait on a download (or fail on a machine without network).
-        from harmonia.engines.musicgen_loader import in_hub_cache
+        from harmonia.engines.musicgen.loader import in_hub_cache
 
         if settings.musicgen_url or Path(settings.musicgen.model).expanduser().is_dir():
             return True
@@ -55,7 +55,7 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
 
     llm = None
     if {"url", "model"} & settings.ollama.model_fields_set:  # configured, not just the default
-        from harmonia.engines.llm import build_llm_client
+        from harmonia.engines.ollama.client import build_llm_client
 
         llm = build_llm_client(settings.ollama)
     return Jen1Engine(
@@ -76,13 +76,13 @@ def _remote(name: str, url: str, settings: Settings, registry: Registry) -> Engi
 def musicgen(settings: Settings, registry: Registry) -> Engine:
     if settings.musicgen_url:
         return _remote("musicgen", settings.musicgen_url, settings, registry)
-    from harmonia.engines.musicgen import build_engine
+    from harmonia.engines.musicgen.engine import build_engine
 
     return build_engine(settings)
 
 
 def diffsinger(settings: Settings, registry: Registry) -> Engine:
-    from harmonia.engines.diffsinger import DiffsingerEngine
+    from harmonia.engines.diffsinger.engine import DiffsingerEngine
     from harmonia.errors import EngineUnavailable
 
     if settings.diffsinger_url:
@@ -93,6 +93,6 @@ def diffsinger(settings: Settings, registry: Registry) -> Engine:
 
 
 def ollama(settings: Settings, registry: Registry) -> Engine:
-    from harmonia.engines.prompt_tasks import build_ollama_engine
+    from harmonia.engines.ollama.tasks import build_ollama_engine
 
     return build_ollama_engine(settings.ollama)

@@ -68,7 +68,7 @@ class ModelSpec:
 
 
 def _diffsinger_precheck(settings: Settings) -> str | None:
-    from harmonia.engines.diffsinger_voicebank import check_voicebank
+    from harmonia.engines.diffsinger.voicebank import check_voicebank
 
     if settings.diffsinger.voicebank is None:
         return "no voicebank configured: set HARMONIA_DIFFSINGER__VOICEBANK to a DiffSinger voicebank folder"
@@ -82,7 +82,7 @@ def _diffsinger_precheck(settings: Settings) -> str | None:
 
 
 def _musicgen_precheck(settings: Settings) -> str | None:
-    from harmonia.engines.musicgen_loader import check_model_ref
+    from harmonia.engines.musicgen.loader import check_model_ref
 
     try:
         check_model_ref(settings.musicgen.model)
@@ -92,7 +92,7 @@ def _musicgen_precheck(settings: Settings) -> str | None:
 
 
 def _musicgen_notice(settings: Settings) -> str | None:
-    from harmonia.engines.musicgen_loader import check_model_ref, in_hub_cache
+    from harmonia.engines.musicgen.loader import check_model_ref, in_hub_cache
 
     ref = settings.musicgen.model
     if check_model_ref(ref) == "hub" and not in_hub_cache(ref):
@@ -122,7 +122,7 @@ def _service_probe(url: str) -> str | None:
 
 def _ollama_probe(settings: Settings) -> str | None:
     """Is the LLM server up and does it have the model? (short timeouts: this answers a listing)"""
-    from harmonia.engines.llm import build_llm_client
+    from harmonia.engines.ollama.client import build_llm_client
     from harmonia.errors import HarmoniaError
 
     quick = settings.ollama.model_copy(update={"timeout_s": 2.0})
@@ -139,21 +139,21 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "jen1",
         "jen1",
         "Instruction-driven composition: free text -> a composed, rendered piece (WAV/FLAC + score + MIDI)",
-        "harmonia.engines.jen1:Jen1Input",
+        "harmonia.engines.jen1.engine:Jen1Input",
         "harmonia.engines.factories:jen1",
     ),
     ModelSpec(
         "render",
         "render",
         "Score or MIDI -> audio with SoundFont instruments",
-        "harmonia.engines.render:RenderInput",
+        "harmonia.engines.render.engine:RenderInput",
         "harmonia.engines.factories:render",
     ),
     ModelSpec(
         "musicgen",
         "musicgen",
         "MusicGen text-to-music (Hugging Face transformers), with batching and streaming",
-        "harmonia.engines.musicgen:MusicgenInput",
+        "harmonia.engines.musicgen.engine:MusicgenInput",
         "harmonia.engines.factories:musicgen",
         requires=("torch", "transformers"),
         extra="musicgen",
@@ -164,7 +164,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "diffsinger",
         "diffsinger",
         "Singing synthesis with an openvpi DiffSinger ONNX voicebank: lyrics + notes, MIDI or .ds",
-        "harmonia.engines.singing_input:SingingRequest",
+        "harmonia.engines.diffsinger.input:SingingRequest",
         "harmonia.engines.factories:diffsinger",
         requires=("onnxruntime", "yaml"),
         extra="diffsinger",
@@ -174,7 +174,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "ollama",
         "ollama",
         "LLM helper tasks (prompt enhancement, song plans, lyrics) via Ollama or an OpenAI-compatible API",
-        "harmonia.engines.prompt_tasks:OllamaPayload",
+        "harmonia.engines.ollama.tasks:OllamaPayload",
         "harmonia.engines.factories:ollama",
         probe=_ollama_probe,
     ),

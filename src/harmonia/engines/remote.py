@@ -1,7 +1,7 @@
 """An engine served by a model service over HTTP (`harmonia serve <engine>`): jobs for that model
 are forwarded to the service's `POST /generate` instead of loading the model in this process.
 
-Only HTTP *client* code lives here (like the LLM client); the service side is `harmonia.service`.
+Only HTTP *client* code lives here (like the LLM client); the service side is `harmonia.services.model`.
 """
 
 from __future__ import annotations

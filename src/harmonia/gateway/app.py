@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from harmonia import __version__
+from harmonia.asgi import BodySizeLimit, docs_app_kwargs, error_responses, install_error_handlers, serve_docs
 from harmonia.config import Settings
 from harmonia.engines.registry import Registry
 from harmonia.gateway.auth import Authenticator
@@ -23,7 +24,6 @@ from harmonia.gateway.ratelimit import RateLimiter
 from harmonia.jobs.queue import JobQueue
 from harmonia.jobs.store import JobStore
 from harmonia.storage import ArtifactStore, build_store
-from harmonia.web import BodySizeLimit, docs_app_kwargs, error_responses, install_error_handlers, serve_docs
 from harmonia.webhooks import WebhookNotifier
 
 log = logging.getLogger(__name__)

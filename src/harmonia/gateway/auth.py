@@ -11,8 +11,8 @@ import logging
 
 from fastapi import Request
 
+from harmonia.asgi import ApiError
 from harmonia.config import Settings
-from harmonia.web import ApiError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from limits import parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
+from harmonia.asgi import ApiError
 from harmonia.errors import DependencyDown
-from harmonia.web import ApiError
 
 
 class RateLimiter:

@@ -448,13 +448,13 @@ def full_voicebank(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def basic_engine(basic_voicebank: Path) -> Any:
-    from harmonia.engines.diffsinger import DiffsingerEngine
+    from harmonia.engines.diffsinger.engine import DiffsingerEngine
 
     return DiffsingerEngine(basic_voicebank, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def full_engine(full_voicebank: Path) -> Any:
-    from harmonia.engines.diffsinger import DiffsingerEngine
+    from harmonia.engines.diffsinger.engine import DiffsingerEngine
 
     return DiffsingerEngine(full_voicebank, device="cpu")

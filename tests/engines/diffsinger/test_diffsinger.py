@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from harmonia.audio.encode import decode
 from harmonia.engines.base import LocalContext
-from harmonia.engines.diffsinger import DiffsingerEngine
-from harmonia.engines.singing_input import SingingRequest, notes_to_score, parse_note
-from harmonia.engines.singing_pitch import midi_curve
-from harmonia.engines.singing_plan import layout_phrase, split_phrases
+from harmonia.engines.diffsinger.engine import DiffsingerEngine
+from harmonia.engines.diffsinger.input import SingingRequest, notes_to_score, parse_note
+from harmonia.engines.diffsinger.phrases import layout_phrase, split_phrases
+from harmonia.engines.diffsinger.pitch import midi_curve
 from harmonia.errors import EngineUnavailable, InvalidInput
 
 FRAME_S = 512 / 44100

@@ -124,8 +124,8 @@ def test_a_model_served_by_a_service_is_available_while_the_service_is_ready(
 ) -> None:
     """The compose gateway points HARMONIA_DIFFSINGER_URL at the `diffsinger` profile's service:
     with the service up the model is available, without it the listing says why."""
-    from harmonia.engines.diffsinger import DiffsingerEngine
-    from harmonia.service import create_model_app
+    from harmonia.engines.diffsinger.engine import DiffsingerEngine
+    from harmonia.services.model import create_model_app
     from helpers import free_port, wait_for
 
     closed = f"http://127.0.0.1:{free_port()}"

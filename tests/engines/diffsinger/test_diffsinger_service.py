@@ -17,8 +17,8 @@ from diffsinger_fixtures import *  # noqa: F403 - the session fixtures (tiny voi
 
 from harmonia.audio.encode import decode
 from harmonia.config import Settings
-from harmonia.engines.diffsinger import DiffsingerEngine
-from harmonia.service import create_model_app
+from harmonia.engines.diffsinger.engine import DiffsingerEngine
+from harmonia.services.model import create_model_app
 
 NOTES = [{"lyric": "la", "note": "C4", "beats": 1}, {"lyric": "mi", "note": "E4", "beats": 1}]
 

@@ -15,8 +15,8 @@ from diffsinger_fixtures import *  # noqa: F403 - the session fixtures (tiny voi
 from harmonia.audio import encode
 from harmonia.audio.loudness import integrated_lufs
 from harmonia.engines.base import LocalContext
-from harmonia.engines.jen1 import Jen1Engine
-from harmonia.engines.render import RenderEngine
+from harmonia.engines.jen1.engine import Jen1Engine
+from harmonia.engines.render.engine import RenderEngine
 
 
 def test_lyrics_are_sung_by_diffsinger(basic_engine: Any) -> None:

@@ -9,8 +9,8 @@ import redis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from harmonia.asgi import error_response, metrics_response
 from harmonia.gateway.routes.deps import State
-from harmonia.web import error_response, metrics_response
 
 router = APIRouter(tags=["health"])
 

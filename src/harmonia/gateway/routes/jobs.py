@@ -10,13 +10,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
+from harmonia.asgi import ApiError, JsonRoute
 from harmonia.errors import DependencyDown, HarmoniaError
 from harmonia.gateway.app import GatewayState
 from harmonia.gateway.routes.deps import Owner, State
 from harmonia.gateway.sse import follow, wait_finished
 from harmonia.jobs.models import Job, JobRequest, JobState, job_view
 from harmonia.jobs.store import new_job_id
-from harmonia.web import ApiError, JsonRoute
 from harmonia.webhooks import check_webhook_url
 
 router = APIRouter(tags=["jobs"], route_class=JsonRoute)

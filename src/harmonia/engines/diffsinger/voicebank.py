@@ -25,7 +25,7 @@ from typing import Any, cast
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harmonia.engines.diffsinger_dictionary import PhonemeDictionary, find_dictionary, load_dictionary
+from harmonia.engines.diffsinger.dictionary import PhonemeDictionary, find_dictionary, load_dictionary
 from harmonia.errors import EngineUnavailable
 
 VARIANCE_NAMES = ("energy", "breathiness", "voicing", "tension")

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from harmonia.engines.llm import (
+from harmonia.engines.ollama.client import (
     BudgetExceeded,
     Chunk,
     Completion,

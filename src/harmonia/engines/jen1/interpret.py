@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from harmonia.engines.instruments import CATALOG, InstrumentSpec, find_instrument
-from harmonia.engines.theory import Key, Mode, parse_key
+from harmonia.music.instruments import CATALOG, InstrumentSpec, find_instrument
+from harmonia.music.theory import Key, Mode, parse_key
 
 MIN_DURATION_S = 1.0
 MAX_DURATION_S = 300.0

@@ -19,10 +19,22 @@ from pydantic import BaseModel
 
 from harmonia.audio.encode import encode_wav
 from harmonia.engines.base import ArtifactData, EngineResult, RunContext
-from harmonia.engines.diffsinger_voicebank import AuxModels, Voicebank, load_voicebank
-from harmonia.engines.singing_input import SingingRequest, midi_to_score, notes_to_score
-from harmonia.engines.singing_pitch import hz_to_midi, linear_resize, midi_curve, midi_to_hz, resample_curve
-from harmonia.engines.singing_plan import Phrase, ds_to_phrases, frame_durations, layout_phrase, split_phrases
+from harmonia.engines.diffsinger.input import SingingRequest, midi_to_score, notes_to_score
+from harmonia.engines.diffsinger.phrases import (
+    Phrase,
+    ds_to_phrases,
+    frame_durations,
+    layout_phrase,
+    split_phrases,
+)
+from harmonia.engines.diffsinger.pitch import (
+    hz_to_midi,
+    linear_resize,
+    midi_curve,
+    midi_to_hz,
+    resample_curve,
+)
+from harmonia.engines.diffsinger.voicebank import AuxModels, Voicebank, load_voicebank
 from harmonia.errors import EngineError, EngineUnavailable, InvalidInput
 
 FADE_S = 0.005  # phrase edges are faded so that overlapping paddings never click

@@ -12,17 +12,17 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from harmonia.engines.composer import music_length_beats
-from harmonia.engines.genres import find_genre
-from harmonia.engines.instruments import InstrumentSpec, find_instrument
-from harmonia.engines.interpret import MAX_DURATION_S, MAX_TEMPO, MIN_TEMPO, instruments_in, mood_of
-from harmonia.engines.plan import PlanError, PlannedSong
-from harmonia.engines.songplan import SongPlan, scale_bars
-from harmonia.engines.theory import parse_key
+from harmonia.engines.jen1.composer import music_length_beats
+from harmonia.engines.jen1.genres import find_genre
+from harmonia.engines.jen1.interpret import MAX_DURATION_S, MAX_TEMPO, MIN_TEMPO, instruments_in, mood_of
+from harmonia.engines.jen1.planner import PlanError, PlannedSong
+from harmonia.music.instruments import InstrumentSpec, find_instrument
+from harmonia.music.songplan import SongPlan, scale_bars
+from harmonia.music.theory import parse_key
 
 if TYPE_CHECKING:
-    from harmonia.engines.jen1_input import Jen1Input
-    from harmonia.engines.llm import LLMClient
+    from harmonia.engines.jen1.input import Jen1Input
+    from harmonia.engines.ollama.client import LLMClient
 
 # A role the LLM gave an instrument it did not name clearly -> the catalog instrument to play it.
 _ROLE_FALLBACK = {
@@ -43,8 +43,8 @@ def plan_with_llm(
     after one repair, BudgetExceeded after `budget_s` (default: the helper's), DependencyDown, ...)
     so the caller can fall back to `fallback`, the rules plan (also the source of the seed and of
     what the text said for certain)."""
-    from harmonia.engines.llm import GenerationOptions
-    from harmonia.engines.prompt_tasks import DEFAULT_BUDGET_S, PlanOverrides, song_plan
+    from harmonia.engines.ollama.client import GenerationOptions
+    from harmonia.engines.ollama.tasks import DEFAULT_BUDGET_S, PlanOverrides, song_plan
 
     duration = req.duration_s
     if duration is None and fallback.sources.get("duration_s", "").startswith(("text", "field")):

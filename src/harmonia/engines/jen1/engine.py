@@ -23,16 +23,22 @@ from pydantic import BaseModel
 
 from harmonia.audio import analysis, encode
 from harmonia.audio.mix import mix
-from harmonia.engines.arrange import arrange
 from harmonia.engines.base import ArtifactData, EngineResult, RunContext
-from harmonia.engines.instruments import known_names
-from harmonia.engines.interpret import MAX_DURATION_S, MAX_TEMPO, MIN_DURATION_S, MIN_TEMPO, InterpretError
-from harmonia.engines.jen1_input import Jen1Input, SectionIn
-from harmonia.engines.jen1_parts import EngineProvider, PartRenderer
-from harmonia.engines.plan import PlannedSong, plan_with_rules
-from harmonia.engines.plan_llm import plan_with_llm
-from harmonia.engines.render import RenderEngine, validate_input
+from harmonia.engines.jen1.arrange import arrange
+from harmonia.engines.jen1.input import Jen1Input, SectionIn
+from harmonia.engines.jen1.interpret import (
+    MAX_DURATION_S,
+    MAX_TEMPO,
+    MIN_DURATION_S,
+    MIN_TEMPO,
+    InterpretError,
+)
+from harmonia.engines.jen1.llm_planner import plan_with_llm
+from harmonia.engines.jen1.parts import EngineProvider, PartRenderer
+from harmonia.engines.jen1.planner import PlannedSong, plan_with_rules
+from harmonia.engines.render.engine import RenderEngine, validate_input
 from harmonia.errors import DependencyDown, HarmoniaError, InvalidInput, JobStopped, RetryableError
+from harmonia.music.instruments import known_names
 
 __all__ = ["Jen1Engine", "Jen1Input", "SectionIn", "fit_duration"]
 

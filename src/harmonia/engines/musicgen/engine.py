@@ -153,8 +153,8 @@ class MusicgenEngine:
                 return
             if self._load_error is not None:
                 raise self._load_error
-            from harmonia.engines.musicgen_decode import FastDecoder
-            from harmonia.engines.musicgen_loader import load_musicgen
+            from harmonia.engines.musicgen.decode import FastDecoder
+            from harmonia.engines.musicgen.loader import load_musicgen
 
             try:
                 loaded = load_musicgen(
@@ -330,7 +330,7 @@ class MusicgenEngine:
     def _conditioning(self, texts: list[str]) -> Any:
         import torch
 
-        from harmonia.engines.musicgen_decode import Conditioning
+        from harmonia.engines.musicgen.decode import Conditioning
 
         m, dev = self._loaded.model, self._loaded.device
         enc = self._loaded.processor(text=texts, padding=True, return_tensors="pt")
@@ -346,7 +346,7 @@ class MusicgenEngine:
         """Run decode rounds until every job has its frames (or failed). Fills `job.history`."""
         import torch
 
-        from harmonia.engines.musicgen_decode import Conditioning, RowSpec
+        from harmonia.engines.musicgen.decode import Conditioning, RowSpec
 
         if not jobs:
             return

@@ -2,7 +2,7 @@
 
 Routes: `POST /v1/enhance_prompt`, `/v1/song_plan`, `/v1/lyrics` (the `ollama` engine's tasks,
 answered synchronously), `/healthz` (the process answers), `/readyz` (the daemon answers and has
-the model), `/metrics` (Prometheus), `/info`. Errors use the shared envelope (`harmonia.web`):
+the model), `/metrics` (Prometheus), `/info`. Errors use the shared envelope (`harmonia.asgi`):
 daemon down -> 503 naming the URL tried, model missing -> 503 naming the models the server serves,
 huge prompt -> 422 naming the field (413 for a body over `max_body_bytes`), daemon too slow or the
 task's time budget spent -> 504, an answer still invalid after the repair, a prompt longer than
@@ -21,10 +21,11 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from harmonia import __version__
+from harmonia.asgi import ApiError, BodySizeLimit, error_response, install_error_handlers, metrics_response
 from harmonia.config import Settings
 from harmonia.engines.base import LocalContext
-from harmonia.engines.llm import BudgetExceeded, LLMTimeout
-from harmonia.engines.prompt_tasks import (
+from harmonia.engines.ollama.client import BudgetExceeded, LLMTimeout
+from harmonia.engines.ollama.tasks import (
     EnhancePromptInput,
     LyricsInput,
     OllamaEngine,
@@ -32,7 +33,6 @@ from harmonia.engines.prompt_tasks import (
     build_ollama_engine,
 )
 from harmonia.errors import DependencyDown, EngineError, EngineUnavailable, HarmoniaError, RetryableError
-from harmonia.web import ApiError, BodySizeLimit, error_response, install_error_handlers, metrics_response
 
 
 class _Metrics:

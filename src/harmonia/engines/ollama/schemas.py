@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harmonia.engines.songplan import ROLES
+from harmonia.music.songplan import ROLES
 
 
 def _text(most: int, least: int = 1) -> dict[str, Any]:

@@ -28,12 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, f
 
 from harmonia.config import OllamaSettings
 from harmonia.engines.base import ArtifactData, EngineResult, RunContext, Word
-from harmonia.engines.llm import Chunk, Completion, GenerationOptions, LLMClient, build_llm_client
-from harmonia.engines.songplan import SongPlan, normalize_key, parse_duration_s, role_for_name
-from harmonia.engines.structured import ask_structured
-from harmonia.engines.syllables import count_syllables
-from harmonia.engines.task_schemas import ENHANCE_SCHEMA, lyrics_schema, plan_schema
+from harmonia.engines.ollama.client import Chunk, Completion, GenerationOptions, LLMClient, build_llm_client
+from harmonia.engines.ollama.schemas import ENHANCE_SCHEMA, lyrics_schema, plan_schema
+from harmonia.engines.ollama.structured import ask_structured
 from harmonia.errors import InvalidInput
+from harmonia.music.songplan import SongPlan, normalize_key, parse_duration_s, role_for_name
+from harmonia.music.syllables import count_syllables
 
 DEFAULT_MAX_PROMPT_CHARS = 8000
 DEFAULT_BUDGET_S: float = OllamaSettings.model_fields["task_budget_s"].default

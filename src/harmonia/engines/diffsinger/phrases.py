@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harmonia.engines.diffsinger_dictionary import PhonemeDictionary
-from harmonia.engines.singing_input import DsSegment, ScoreNote, parse_note
+from harmonia.engines.diffsinger.dictionary import PhonemeDictionary
+from harmonia.engines.diffsinger.input import DsSegment, ScoreNote, parse_note
 from harmonia.errors import InvalidInput
 
 HEAD_S = 0.1

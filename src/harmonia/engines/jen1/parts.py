@@ -27,12 +27,12 @@ import pretty_midi
 
 from harmonia.audio import encode
 from harmonia.audio.mix import Stem
-from harmonia.engines.arrange import Arrangement
 from harmonia.engines.base import RunContext
-from harmonia.engines.plan import PlannedSong
-from harmonia.engines.render import RenderEngine
-from harmonia.engines.score import Part
+from harmonia.engines.jen1.arrange import Arrangement
+from harmonia.engines.jen1.planner import PlannedSong
+from harmonia.engines.render.engine import RenderEngine
 from harmonia.errors import HarmoniaError, JobStopped
+from harmonia.music.score import Part
 
 EngineProvider = Callable[[], Any]  # returns a loaded engine; raises EngineUnavailable when absent
 BACKING_ROLES = ("accompaniment", "pad", "harmony", "bass", "drums")
@@ -179,7 +179,7 @@ class PartRenderer:
     def _backing(
         self, arrangement: Arrangement, song: PlannedSong, ctx: RunContext, frames: int, out: RenderedParts
     ) -> bool:
-        from harmonia.engines.musicgen import MusicgenInput
+        from harmonia.engines.musicgen.engine import MusicgenInput
 
         sr = self.render.sample_rate
         prompt = musicgen_prompt(song)
@@ -244,7 +244,7 @@ class PartRenderer:
         out: RenderedParts,
     ) -> Callable[[float], bool] | None:
         """Sing the melody of the sections with lyrics; returns "is this time sung?" or None."""
-        from harmonia.engines.singing_input import SingingRequest
+        from harmonia.engines.diffsinger.input import SingingRequest
 
         sr = self.render.sample_rate
         try:
@@ -334,7 +334,7 @@ def lay_lyrics(
     """Lay each section's lyrics on its melody notes: a word per syllable count of notes (the first
     carries the word, the rest slur), lines repeating until the section's notes are used.
     Unpronounceable words become a vocalise ("la"). Returns singing notes, sung spans, substitutes."""
-    from harmonia.engines.syllables import word_syllables
+    from harmonia.music.syllables import word_syllables
 
     seconds_per_beat = 60.0 / arrangement.score.tempo_bpm
     vocalise = "la" if known is None or known("la") else next(

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harmonia.engines.base import Word
-from harmonia.engines.diffsinger_dictionary import PhonemeDictionary
+from harmonia.engines.diffsinger.dictionary import PhonemeDictionary
 from harmonia.errors import InvalidInput
 
 LOWEST_NOTE = 24  # C1: below any singing voice a voicebank is trained on

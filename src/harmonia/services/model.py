@@ -36,8 +36,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from harmonia import errors
-from harmonia.engines.base import Engine, EngineResult
-from harmonia.web import (
+from harmonia.asgi import (
     STATUS_FOR,
     ApiError,
     BodySizeLimit,
@@ -49,6 +48,7 @@ from harmonia.web import (
     parse_json,
     serve_docs,
 )
+from harmonia.engines.base import Engine, EngineResult
 
 log = logging.getLogger(__name__)
 
@@ -364,13 +364,13 @@ def build_engine(engine_name: str, settings: Any, model: str | None = None) -> A
     """The engine a model service serves. Raises EngineUnavailable (one line) for an unknown name
     or a model reference that cannot be MusicGen (missing path, other checkpoint type)."""
     if engine_name == "musicgen":
-        from harmonia.engines.musicgen import build_engine as build_musicgen
-        from harmonia.engines.musicgen_loader import check_model_ref
+        from harmonia.engines.musicgen.engine import build_engine as build_musicgen
+        from harmonia.engines.musicgen.loader import check_model_ref
 
         check_model_ref(model or settings.musicgen.model)
         return build_musicgen(settings, model=model)
     if engine_name == "diffsinger":
-        from harmonia.engines.diffsinger import DiffsingerEngine
+        from harmonia.engines.diffsinger.engine import DiffsingerEngine
 
         voicebank = settings.diffsinger.voicebank
         if voicebank is None:

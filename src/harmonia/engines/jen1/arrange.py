@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from harmonia.engines.composer import (
+from harmonia.engines.jen1.composer import (
     METERS,
     lay_out_bars,
     music_length_beats,
@@ -23,10 +23,10 @@ from harmonia.engines.composer import (
     spread_chords,
     write_parts,
 )
-from harmonia.engines.instruments import InstrumentSpec
-from harmonia.engines.plan import PlannedSong
-from harmonia.engines.score import Phrase, Score
-from harmonia.engines.theory import Chord, chord, degree_for_symbol, parse_key
+from harmonia.engines.jen1.planner import PlannedSong
+from harmonia.music.instruments import InstrumentSpec
+from harmonia.music.score import Phrase, Score
+from harmonia.music.theory import Chord, chord, degree_for_symbol, parse_key
 
 # SongPlan role -> the composer's part writer.
 _COMPOSER_ROLE = {"melody": "melody", "vocals": "melody", "pad": "pad", "bass": "bass", "drums": "drums"}

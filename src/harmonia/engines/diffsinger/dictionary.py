@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from harmonia.errors import EngineUnavailable
 
 if TYPE_CHECKING:
-    from harmonia.engines.diffsinger_voicebank import DsConfig
+    from harmonia.engines.diffsinger.voicebank import DsConfig
 
 ALWAYS_VOWELS = frozenset({"SP", "AP"})
 

@@ -28,8 +28,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from harmonia.audio import analysis, encode
 from harmonia.engines.base import ArtifactData, EngineResult, RunContext, Word
-from harmonia.engines.instruments import resolve_program
 from harmonia.errors import EngineUnavailable, InvalidInput
+from harmonia.music.instruments import resolve_program
 
 SAMPLE_RATES = (32000, 44100, 48000)
 MAX_RENDER_S = 600.0

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harmonia.engines.musicgen_packed import PackedDecoder
+from harmonia.engines.musicgen.packed import PackedDecoder
 
 _M32 = 0xFFFFFFFF
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pretty_midi
 
-from harmonia.engines.instruments import InstrumentSpec
-from harmonia.engines.theory import Chord, Key
+from harmonia.music.instruments import InstrumentSpec
+from harmonia.music.theory import Chord, Key
 
 
 @dataclass(frozen=True)

@@ -24,21 +24,21 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harmonia.engines.composer import METERS, assign_roles, music_length_beats, plan_phrases, progression
-from harmonia.engines.genres import SONG_WORDS, Genre, detect_genre, find_genre
-from harmonia.engines.instruments import InstrumentSpec, find_instrument
-from harmonia.engines.interpret import (
+from harmonia.engines.jen1.composer import METERS, assign_roles, music_length_beats, plan_phrases, progression
+from harmonia.engines.jen1.genres import SONG_WORDS, Genre, detect_genre, find_genre
+from harmonia.engines.jen1.interpret import (
     MAX_DURATION_S,
     Interpretation,
     InterpretError,
     interpret,
 )
-from harmonia.engines.score import Phrase
-from harmonia.engines.songplan import Instrument, Section, SongPlan, normalize_chord
-from harmonia.engines.theory import chord_symbol
+from harmonia.music.instruments import InstrumentSpec, find_instrument
+from harmonia.music.score import Phrase
+from harmonia.music.songplan import Instrument, Section, SongPlan, normalize_chord
+from harmonia.music.theory import chord_symbol
 
 if TYPE_CHECKING:
-    from harmonia.engines.jen1_input import Jen1Input
+    from harmonia.engines.jen1.input import Jen1Input
 
 SONG_DEFAULT_DURATION_S = 30.0
 VOICES = ("voice", "female voice", "male voice", "choir")

@@ -19,11 +19,17 @@ from pydantic import (
 )
 
 from harmonia.engines.base import AliasedInput, Line, Word
-from harmonia.engines.instruments import find_instrument, known_names
-from harmonia.engines.interpret import MAX_DURATION_S, MAX_TEMPO, MIN_DURATION_S, MIN_TEMPO, InterpretError
-from harmonia.engines.songplan import normalize_chord
-from harmonia.engines.theory import parse_key
+from harmonia.engines.jen1.interpret import (
+    MAX_DURATION_S,
+    MAX_TEMPO,
+    MIN_DURATION_S,
+    MIN_TEMPO,
+    InterpretError,
+)
 from harmonia.errors import InvalidInput
+from harmonia.music.instruments import find_instrument, known_names
+from harmonia.music.songplan import normalize_chord
+from harmonia.music.theory import parse_key
 
 MAX_LYRICS_CHARS = 4000
 
@@ -128,7 +134,7 @@ class Jen1Input(AliasedInput):
     def _plannable(self) -> Jen1Input:
         """Plan now, so "render violin for 2 hours" is refused at submission (422), not after
         queueing. InvalidInput (not a ValueError) keeps the field the planner blames."""
-        from harmonia.engines.plan import plan_with_rules
+        from harmonia.engines.jen1.planner import plan_with_rules
 
         try:
             plan_with_rules(self)

@@ -12,9 +12,9 @@ import itertools
 import random
 from dataclasses import dataclass
 
-from harmonia.engines.instruments import InstrumentSpec
-from harmonia.engines.score import Bar, ScoreNote
-from harmonia.engines.theory import Chord, Key
+from harmonia.music.instruments import InstrumentSpec
+from harmonia.music.score import Bar, ScoreNote
+from harmonia.music.theory import Chord, Key
 
 SUSTAINED = {"organ", "choir", "strings", "synth pad", "accordion", "brass", "voice"}
 PLUCKED = {"harp", "guitar", "steel guitar", "electric guitar", "koto", "kalimba", "banjo", "harpsichord",

@@ -26,11 +26,11 @@ import math
 import random
 from dataclasses import dataclass
 
-from harmonia.engines import accompaniment
-from harmonia.engines.instruments import InstrumentSpec
-from harmonia.engines.interpret import Interpretation
-from harmonia.engines.score import Bar, Part, Phrase, Score, ScoreNote
-from harmonia.engines.theory import Chord, Key, chord
+from harmonia.engines.jen1 import accompaniment
+from harmonia.engines.jen1.interpret import Interpretation
+from harmonia.music.instruments import InstrumentSpec
+from harmonia.music.score import Bar, Part, Phrase, Score, ScoreNote
+from harmonia.music.theory import Chord, Key, chord
 
 MIN_NOTE_S = 0.13  # shorter notes smear on SoundFont instruments with slow attacks
 

@@ -1,0 +1,1 @@
+"""The `render` family: notes or MIDI -> audio with General MIDI SoundFont instruments."""
