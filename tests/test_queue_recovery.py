@@ -18,10 +18,11 @@ import dramatiq
 import pytest
 
 from harmonia.config import Settings
+from harmonia.jobs.keys import BELL_PREFIX, QUEUED_KEY
 from harmonia.jobs.models import Job, JobState
-from harmonia.jobs.queue import BELL_PREFIX, NAMESPACE, JobQueue, actor_name
-from harmonia.jobs.runner import Reaper
-from harmonia.jobs.store import QUEUED_KEY, JobStore, new_job_id
+from harmonia.jobs.queue import NAMESPACE, JobQueue, actor_name
+from harmonia.jobs.reaper import Reaper
+from harmonia.jobs.store import JobStore, new_job_id
 from harmonia.redis_client import connect
 from harmonia.worker import WorkerProcess
 from helpers import short_recovery, wait_for

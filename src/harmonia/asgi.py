@@ -25,15 +25,25 @@ from harmonia import errors
 
 log = logging.getLogger(__name__)
 
+#: The one table from domain errors to HTTP status, for every app (gateway, model and LLM services).
+#: Ordered: the first class an error is an instance of decides (specific kinds before their bases).
 STATUS_FOR: dict[type[errors.HarmoniaError], int] = {
+    errors.TimedOut: 504,
+    errors.JobCanceled: 499,  # the client went away (nginx's "client closed request")
     errors.InvalidInput: 422,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.UpstreamError: 502,
     errors.DependencyDown: 503,
     errors.EngineUnavailable: 503,
     errors.RetryableError: 503,
     errors.EngineError: 500,
 }
+
+
+def status_for(exc: errors.HarmoniaError) -> int:
+    """The HTTP status of a domain error (500 for one the table does not name)."""
+    return next((s for t, s in STATUS_FOR.items() if isinstance(exc, t)), 500)
 
 
 class ErrorDetail(BaseModel):
@@ -115,9 +125,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(errors.HarmoniaError)
     async def _domain(_: Request, exc: errors.HarmoniaError) -> JSONResponse:
-        status = next((s for t, s in STATUS_FOR.items() if isinstance(exc, t)), 500)
-        field = getattr(exc, "field", None)
-        message = getattr(exc, "message", None) or str(exc)
+        status = status_for(exc)
+        field = exc.field
+        message = exc.message or str(exc)
         if status >= 500 and status != 503:
             log.error("unhandled domain error: %s", message)
         return error_response(status, exc.code, message, field)

@@ -191,6 +191,8 @@ def serve(
     settings = load_settings(**overrides)
     if voicebank is not None:
         settings.diffsinger.voicebank = voicebank
+    if model is not None:
+        settings.musicgen.model = model
     check_bind(settings)
     port = SERVICE_PORTS[engine] if port is None else port
     try:
@@ -205,7 +207,7 @@ def serve(
         else:
             from harmonia.services.model import serve_model
 
-            serve_model(engine, settings, host=settings.host, port=port, model=model)
+            serve_model(engine, settings, host=settings.host, port=port)
     except HarmoniaError as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 

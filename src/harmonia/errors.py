@@ -1,23 +1,24 @@
-"""The exception tree. Raised inside the package, translated to HTTP/CLI answers only at the edges."""
+"""The exception tree. Raised inside the package, translated to HTTP/CLI answers only at the edges
+(`harmonia.asgi.STATUS_FOR` is the one table of HTTP statuses)."""
 
 from __future__ import annotations
 
 
 class HarmoniaError(Exception):
-    """Base of every error Harmonia raises on purpose."""
+    """Base of every error Harmonia raises on purpose. `field` names the input at fault, if any."""
 
     code = "error"
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
 
 
 class InvalidInput(HarmoniaError):
     """A request or payload that cannot be served as given (maps to 422)."""
 
     code = "invalid_input"
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 class NotFound(HarmoniaError):
@@ -40,6 +41,17 @@ class EngineError(HarmoniaError):
     code = "engine_error"
 
 
+class UpstreamError(EngineError):
+    """A server the engine relies on (an LLM server) answered, but not usefully: an error status, a
+    broken stream, an answer still invalid after the repair (maps to 502)."""
+
+
+class TimedOut(HarmoniaError):
+    """The answer did not come in time (a base for the kinds of time limits; maps to 504)."""
+
+    code = "timeout"
+
+
 class RetryableError(HarmoniaError):
     """A transient failure (a dependency hiccup). The job is retried with backoff."""
 
@@ -60,5 +72,5 @@ class JobCanceled(JobStopped):
     code = "canceled"
 
 
-class JobTimedOut(JobStopped):
+class JobTimedOut(JobStopped, TimedOut):
     code = "timeout"

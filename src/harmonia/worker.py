@@ -24,8 +24,10 @@ from dramatiq import Worker
 
 from harmonia.config import Settings
 from harmonia.engines.registry import Registry
+from harmonia.jobs.lease import LeaseKeeper
 from harmonia.jobs.queue import JobQueue
-from harmonia.jobs.runner import LeaseKeeper, Reaper, Runner
+from harmonia.jobs.reaper import Reaper
+from harmonia.jobs.runner import Runner
 from harmonia.jobs.store import JobStore
 from harmonia.storage import ArtifactStore, build_store
 from harmonia.webhooks import WebhookNotifier

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from harmonia.engines.base import Batcher, LocalContext
+from harmonia.engines.base import LocalContext
+from harmonia.engines.batcher import Batcher
 from harmonia.errors import EngineError, EngineUnavailable, JobCanceled
 
 

@@ -17,7 +17,7 @@ from harmonia.audio.loudness import integrated_lufs
 from harmonia.config import OllamaSettings, Settings
 from harmonia.engines.base import LocalContext
 from harmonia.engines.jen1.engine import Jen1Engine
-from harmonia.engines.ollama.client import build_llm_client
+from harmonia.engines.ollama.backends import build_llm_client
 from harmonia.engines.registry import Registry
 from harmonia.engines.render.engine import RenderEngine
 

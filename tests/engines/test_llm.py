@@ -12,6 +12,7 @@ import pytest
 
 from fake_ollama import Answer, FakeOllama, closed_port_url, real_ollama
 from harmonia.config import OllamaSettings
+from harmonia.engines.ollama.backends import OllamaClient, OpenAIClient, build_llm_client
 from harmonia.engines.ollama.client import (
     BudgetExceeded,
     Chunk,
@@ -20,9 +21,6 @@ from harmonia.engines.ollama.client import (
     LLMTimeout,
     MalformedStream,
     ModelMissing,
-    OllamaClient,
-    OpenAIClient,
-    build_llm_client,
 )
 from harmonia.errors import DependencyDown, EngineError, JobCanceled, RetryableError
 

@@ -20,7 +20,8 @@ from harmonia.audio import encode as audio_io  # noqa: E402
 from harmonia.config import MusicgenSettings  # noqa: E402
 from harmonia.engines.base import EngineResult, LocalContext  # noqa: E402
 from harmonia.engines.musicgen.decode import Conditioning, FastDecoder, RowSpec  # noqa: E402
-from harmonia.engines.musicgen.engine import MusicgenEngine, MusicgenInput, MusicgenOptions  # noqa: E402
+from harmonia.engines.musicgen.engine import MusicgenEngine, MusicgenOptions  # noqa: E402
+from harmonia.engines.musicgen.input import MusicgenInput  # noqa: E402
 from harmonia.errors import EngineUnavailable, InvalidInput, JobCanceled  # noqa: E402
 
 TEXTS = ["solo piano melody", "fast loud rock drums with synth bass"]

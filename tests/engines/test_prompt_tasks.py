@@ -14,7 +14,9 @@ from pydantic import ValidationError
 
 from fake_ollama import Answer, FakeOllama, real_ollama
 from harmonia.engines.base import LocalContext
-from harmonia.engines.ollama.client import BudgetExceeded, GenerationOptions, OllamaClient
+from harmonia.engines.ollama.backends import OllamaClient
+from harmonia.engines.ollama.client import BudgetExceeded, GenerationOptions
+from harmonia.engines.ollama.engine import OllamaEngine, OllamaPayload
 from harmonia.engines.ollama.schemas import ENHANCE_SCHEMA, lyrics_schema, plan_schema
 from harmonia.engines.ollama.structured import (
     REPAIR_EXCERPT_CHARS,
@@ -22,14 +24,7 @@ from harmonia.engines.ollama.structured import (
     answer_token_cap,
     extract_json,
 )
-from harmonia.engines.ollama.tasks import (
-    OllamaEngine,
-    OllamaPayload,
-    PlanOverrides,
-    enhance_prompt,
-    lyrics,
-    song_plan,
-)
+from harmonia.engines.ollama.tasks import PlanOverrides, enhance_prompt, lyrics, song_plan
 from harmonia.errors import InvalidInput, JobCanceled
 from harmonia.music.songplan import SongPlan, normalize_chord, normalize_key
 from harmonia.music.syllables import count_syllables, word_syllables

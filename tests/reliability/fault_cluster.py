@@ -27,8 +27,8 @@ import psutil
 import redis
 
 from harmonia.config import Settings
+from harmonia.jobs.keys import RUNNING_KEY, events_key, job_key
 from harmonia.jobs.queue import NAMESPACE
-from harmonia.jobs.store import RUNNING_KEY, events_key, job_key
 from helpers import free_port, wait_for, worker_env
 
 SCALE = os.environ.get("HARMONIA_FAULT_SCALE", "ci").strip().lower()

@@ -21,7 +21,7 @@ from fault_cluster import (
     wait_finished,
 )
 
-from harmonia.jobs.store import events_key, job_key
+from harmonia.jobs.keys import events_key, job_key
 from helpers import wait_for
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import redis
 from bad_service import BadService
 from fault_cluster import Cluster, Proc, attempts, state_events, submit_all, wait_finished
 
-from harmonia.jobs.store import events_key
+from harmonia.jobs.keys import events_key
 from helpers import wait_for
 
 pytestmark = pytest.mark.slow

@@ -55,7 +55,7 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
 
     llm = None
     if {"url", "model"} & settings.ollama.model_fields_set:  # configured, not just the default
-        from harmonia.engines.ollama.client import build_llm_client
+        from harmonia.engines.ollama.backends import build_llm_client
 
         llm = build_llm_client(settings.ollama)
     return Jen1Engine(
@@ -93,6 +93,6 @@ def diffsinger(settings: Settings, registry: Registry) -> Engine:
 
 
 def ollama(settings: Settings, registry: Registry) -> Engine:
-    from harmonia.engines.ollama.tasks import build_ollama_engine
+    from harmonia.engines.ollama.engine import build_ollama_engine
 
     return build_ollama_engine(settings.ollama)

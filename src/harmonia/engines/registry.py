@@ -122,7 +122,7 @@ def _service_probe(url: str) -> str | None:
 
 def _ollama_probe(settings: Settings) -> str | None:
     """Is the LLM server up and does it have the model? (short timeouts: this answers a listing)"""
-    from harmonia.engines.ollama.client import build_llm_client
+    from harmonia.engines.ollama.backends import build_llm_client
     from harmonia.errors import HarmoniaError
 
     quick = settings.ollama.model_copy(update={"timeout_s": 2.0})
@@ -153,7 +153,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "musicgen",
         "musicgen",
         "MusicGen text-to-music (Hugging Face transformers), with batching and streaming",
-        "harmonia.engines.musicgen.engine:MusicgenInput",
+        "harmonia.engines.musicgen.input:MusicgenInput",
         "harmonia.engines.factories:musicgen",
         requires=("torch", "transformers"),
         extra="musicgen",
@@ -174,7 +174,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "ollama",
         "ollama",
         "LLM helper tasks (prompt enhancement, song plans, lyrics) via Ollama or an OpenAI-compatible API",
-        "harmonia.engines.ollama.tasks:OllamaPayload",
+        "harmonia.engines.ollama.engine:OllamaPayload",
         "harmonia.engines.factories:ollama",
         probe=_ollama_probe,
     ),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -21,6 +20,9 @@ from harmonia.engines.registry import Registry
 from harmonia.gateway.auth import Authenticator
 from harmonia.gateway.metrics import QueueDepthCollector
 from harmonia.gateway.ratelimit import RateLimiter
+from harmonia.gateway.routes import artifacts as artifact_routes
+from harmonia.gateway.routes import console, health, jobs, models
+from harmonia.gateway.state import GatewayState
 from harmonia.jobs.queue import JobQueue
 from harmonia.jobs.store import JobStore
 from harmonia.storage import ArtifactStore, build_store
@@ -52,24 +54,6 @@ class ObserveRequests:
         await self.app(scope, receive, observed)
 
 
-@dataclass
-class GatewayState:
-    settings: Settings
-    store: JobStore
-    queue: JobQueue
-    registry: Registry
-    artifacts: ArtifactStore
-    auth: Authenticator
-    aredis: redis.asyncio.Redis
-    metrics: CollectorRegistry
-    submitted: Counter
-    requests: Counter
-    latency: Histogram
-    webhooks: WebhookNotifier
-    rate_limiter: RateLimiter | None = None
-    sync_waiters: int = 0  # changed only on the event loop
-
-
 def create_app(
     settings: Settings,
     client: redis.Redis,
@@ -79,9 +63,6 @@ def create_app(
     artifacts: ArtifactStore | None = None,
 ) -> FastAPI:
     """The gateway app. `client` / `aclient` are sync and async connections to the same Redis."""
-    from harmonia.gateway.routes import artifacts as artifact_routes
-    from harmonia.gateway.routes import console, health, jobs, models
-
     registry = registry or Registry(settings)
     queues = sorted({spec.queue for spec in registry.specs.values()})
     metrics = CollectorRegistry()
@@ -118,7 +99,7 @@ def create_app(
         if settings.rate_limit and settings.redis_url
         else None,
     )
-    metrics.register(QueueDepthCollector(client, queues))
+    metrics.register(QueueDepthCollector(queue, queues))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:

@@ -1,19 +1,19 @@
-"""Prometheus collectors read at scrape time (queue depths straight from Redis)."""
+"""Prometheus collectors read at scrape time (queue depths, through the queue that owns them)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from harmonia.jobs.queue import NAMESPACE
+from harmonia.errors import DependencyDown
+from harmonia.jobs.queue import JobQueue
 
 
 class QueueDepthCollector(Collector):
-    def __init__(self, client: redis.Redis, queues: list[str]) -> None:
-        self.client = client
+    def __init__(self, queue: JobQueue, queues: list[str]) -> None:
+        self.queue = queue
         self.queues = queues
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -22,15 +22,11 @@ class QueueDepthCollector(Collector):
             "harmonia_queue_dead_letters", "Dead-lettered messages per queue", labels=["queue"]
         )
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for q in self.queues:
-                pipe.llen(f"{NAMESPACE}:{q}")
-                pipe.zcard(f"{NAMESPACE}:{q}.XQ")
-            values = pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError):
+            depths = self.queue.depths(self.queues)
+        except DependencyDown:
             return
-        for i, q in enumerate(self.queues):
-            waiting.add_metric([q], values[2 * i])
-            dead.add_metric([q], values[2 * i + 1])
+        for q, (n_waiting, n_dead) in depths.items():
+            waiting.add_metric([q], n_waiting)
+            dead.add_metric([q], n_dead)
         yield waiting
         yield dead

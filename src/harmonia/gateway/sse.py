@@ -9,8 +9,9 @@ from typing import Any
 
 import redis.asyncio
 
+from harmonia.jobs.keys import events_key
 from harmonia.jobs.models import JobState
-from harmonia.jobs.store import events_key, parse_events
+from harmonia.jobs.store import parse_events
 
 FINISHED_VALUES = {s.value for s in (JobState.succeeded, JobState.failed, JobState.canceled)}
 BLOCK_MS = 15_000

@@ -20,7 +20,7 @@ from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from harmonia.config import Settings
 from harmonia.errors import DependencyDown, RetryableError
-from harmonia.jobs.store import MSG_ID_FIELD, MSG_QUEUE_FIELD, job_key
+from harmonia.jobs.keys import BELL_PREFIX, MSG_ID_FIELD, MSG_QUEUE_FIELD, job_key
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,22 @@ NAMESPACE = "dramatiq"
 TIME_LIMIT_GRACE_S = 30.0
 
 
-BELL_PREFIX = "harmonia:bell:"
+def queue_key(queue: str) -> str:
+    """Dramatiq's list of message ids waiting on a queue (what KEDA's redis scaler reads)."""
+    return f"{NAMESPACE}:{queue}"
+
+
+def messages_key(queue: str) -> str:
+    """Dramatiq's hash of a queue's messages: id -> message, until acked or nacked."""
+    return f"{NAMESPACE}:{queue}.msgs"
+
+
+def acks_key(worker: str, queue: str) -> str:
+    """Dramatiq's set of a worker's fetched, not yet acknowledged message ids on a queue."""
+    return f"{NAMESPACE}:__acks__.{worker}.{queue}"
+
+
+HEARTBEATS_KEY = f"{NAMESPACE}:__heartbeats__"
 
 
 class _BellConsumer(_RedisConsumer):  # type: ignore[misc]
@@ -95,7 +110,7 @@ class _BellConsumer(_RedisConsumer):  # type: ignore[misc]
             # a delay-queue consumer's messages wait in its consumer thread's delay queue, which
             # Dramatiq empties when it restarts the consumer: none is held any more
             self.held.clear()
-        key = f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+        key = acks_key(self.broker.broker_id, self.queue_name)
         try:
             in_acks = {m.decode() for m in self.broker.client.smembers(key)}
             lost = sorted(in_acks - self.held)
@@ -163,7 +178,7 @@ class _AfterEnqueue(dramatiq.Middleware):  # type: ignore[misc]
         front = "1" if message.options.get(FRONT_OPTION) else "0"
         try:
             self.script(
-                keys=[job_key(str(message.args[0])), BELL_PREFIX + queue, f"{broker.namespace}:{queue}"],
+                keys=[job_key(str(message.args[0])), BELL_PREFIX + queue, queue_key(queue)],
                 args=[
                     message.queue_name,
                     message.options["redis_message_id"],
@@ -252,7 +267,7 @@ class JobQueue:
         """Whether a message is still on the broker (waiting, delayed, or fetched and not yet
         acknowledged): Dramatiq drops it from the queue's message hash only on ack or nack."""
         try:
-            return bool(self.broker.client.hexists(f"{NAMESPACE}:{broker_queue}.msgs", message_id))
+            return bool(self.broker.client.hexists(messages_key(broker_queue), message_id))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise DependencyDown(f"redis unreachable: {exc}") from exc
 
@@ -272,14 +287,14 @@ class JobQueue:
         timeout = self.broker.heartbeat_timeout
         queues = sorted(self.broker.get_declared_queues() | self.broker.get_declared_delay_queues())
         try:
-            dead = [d.decode() for d in client.zrangebyscore(f"{NAMESPACE}:__heartbeats__", 0, now - timeout)]
+            dead = [d.decode() for d in client.zrangebyscore(HEARTBEATS_KEY, 0, now - timeout)]
             if not dead:
                 return 0
             # which of their ack sets hold messages (a silent gateway, which only enqueues, holds none)
             pipe = client.pipeline(transaction=False)
             pairs = [(worker, queue) for worker in dead for queue in queues]
             for worker, queue in pairs:
-                pipe.exists(f"{NAMESPACE}:__acks__.{worker}.{queue}")
+                pipe.exists(acks_key(worker, queue))
             held = [pair for pair, n in zip(pairs, pipe.execute(), strict=True) if n]
             if not held:
                 return 0
@@ -306,7 +321,17 @@ class JobQueue:
 
     def depth(self, queue: str) -> int:
         """Messages waiting (not running) on a queue: what KEDA's redis scaler reads."""
-        return int(self.broker.client.llen(f"{NAMESPACE}:{queue}"))
+        return int(self.broker.client.llen(queue_key(queue)))
 
-    def dead_letters(self, queue: str) -> int:
-        return int(self.broker.client.zcard(f"{NAMESPACE}:{queue}.XQ"))
+    def depths(self, queues: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """(waiting, dead-lettered) messages per queue, in one round trip (metrics)."""
+        names = list(queues)
+        pipe = self.broker.client.pipeline(transaction=False)
+        for queue in names:
+            pipe.llen(queue_key(queue))
+            pipe.zcard(f"{queue_key(queue)}.XQ")
+        try:
+            values = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise DependencyDown(f"redis unreachable: {exc}") from exc
+        return {q: (int(values[2 * i]), int(values[2 * i + 1])) for i, q in enumerate(names)}

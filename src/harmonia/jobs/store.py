@@ -1,13 +1,7 @@
 """Job records on Redis: creation (with idempotency), atomic checked transitions, progress, cancel,
 leases for at-least-once delivery, a capped event stream per job for SSE replay, and TTLs.
 
-Layout (all keys under `harmonia:`):
-  job:{id}            hash; scalars as strings, structured fields as JSON strings
-  job:{id}:events     stream of {event, data} (capped), replayed by SSE with Last-Event-ID
-  jobs:{owner}        zset of the owner's job ids by creation time (listing, paging)
-  idem:{owner}:{key}  the job id created for an Idempotency-Key (+ a hash of the request)
-  running             zset of running job ids by lease expiry (orphan checks)
-  queued              zset of queued job ids by when they were last checked (lost-message checks)
+The key layout is `keys.py`'s.
 
 Every state change runs as one Lua script that checks the current state (and, for a running job,
 the claim token of the worker holding it), so a finished job never changes again and a worker
@@ -17,20 +11,28 @@ whose lease was taken over cannot record a second result.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from typing import Any
 
 import redis
 
 from harmonia.errors import Conflict, DependencyDown, InvalidInput, NotFound
+from harmonia.jobs.keys import (
+    MSG_ID_FIELD,
+    MSG_QUEUE_FIELD,
+    QUEUED_KEY,
+    RUNNING_KEY,
+    events_key,
+    idempotency_key,
+    job_key,
+    owner_index_key,
+)
 from harmonia.jobs.models import FINISHED, TRANSITIONS, Job, JobEvent, JobState
-
-PREFIX = "harmonia:"
 
 _JSON_FIELDS = ("payload", "progress", "error", "result", "artifacts")
 
@@ -181,22 +183,41 @@ return ids
 """
 )
 
-RUNNING_KEY = f"{PREFIX}running"
-QUEUED_KEY = f"{PREFIX}queued"
-#: fields of a job hash naming the broker message that carries the job now (written by JobQueue)
-MSG_QUEUE_FIELD, MSG_ID_FIELD = "msg_queue", "msg_id"
+
+class Claim(StrEnum):
+    """What `JobStore.claim` found."""
+
+    claimed = "claimed"  # this attempt holds the job now
+    leased = "leased"  # another live attempt holds it
+    finished = "finished"  # it already finished
+    canceled = "canceled"  # cancel was requested before it ran: it is canceled now
+    missing = "missing"  # no such job (expired)
 
 
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
+class Outcome(StrEnum):
+    """What `JobStore.transition` did."""
+
+    ok = "ok"
+    refused = "refused"  # not allowed from the job's current state
+    stale = "stale"  # the claim is no longer the job's (another attempt took over)
+    missing = "missing"
 
 
-def events_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}:events"
+class Beat(StrEnum):
+    """What a lease renewal (`JobStore.beat`) learned."""
+
+    ok = "ok"
+    cancel = "cancel"  # still ours, and a cancel was requested
+    lost = "lost"  # no longer ours: another attempt took over, or the job finished
 
 
-def owner_index_key(owner: str) -> str:
-    return f"{PREFIX}jobs:{owner}"
+class Cancel(StrEnum):
+    """What `JobStore.cancel` did."""
+
+    canceled = "canceled"  # it was queued: canceled now, it never runs
+    requested = "requested"  # it is running: it stops at its engine's next check
+    finished = "finished"  # it had already finished
+    missing = "missing"
 
 
 def new_job_id() -> str:
@@ -260,16 +281,11 @@ class JobStore:
         self._due = client.register_script(_DUE)
 
     # --- create / read ---------------------------------------------------------------------------
-    def create(
-        self, job: Job, idempotency_key: str | None = None, request_hash: str = ""
-    ) -> tuple[Job, bool]:
+    def create(self, job: Job, key: str | None = None, request_hash: str = "") -> tuple[Job, bool]:
         """Store a new queued job. With an idempotency key already used by this owner, return the
         job made for it instead (`created` is False); a different request under the same key is a
         conflict."""
-        idem = ""
-        if idempotency_key:
-            digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
-            idem = f"{PREFIX}idem:{job.owner}:{digest}"
+        idem = idempotency_key(job.owner, key) if key else ""
         fields: list[str] = []
         for name, value in job.model_dump(mode="json").items():
             fields += [name, json.dumps(value) if name in _JSON_FIELDS else _s(value)]
@@ -364,7 +380,7 @@ class JobStore:
         return found, base64.urlsafe_b64encode(f"{last[0]!r}:{last[1]}".encode()).decode()
 
     # --- worker side -----------------------------------------------------------------------------
-    def claim(self, job_id: str, worker: str = "") -> tuple[str, str, int]:
+    def claim(self, job_id: str, worker: str = "") -> tuple[Claim, str, int]:
         """Try to take a job for one attempt by `worker` (host:pid, recorded on the job). Returns
         (outcome, claim_token, attempt_or_wait_ms): outcome is 'claimed', 'leased' (another live
         worker holds it; wait that many ms), 'finished', 'canceled' (cancel requested before it
@@ -377,9 +393,9 @@ class JobStore:
             )
         if outcome == b"canceled":
             self._expire(job_id)
-        return outcome.decode(), token, int(extra)
+        return Claim(outcome.decode()), token, int(extra)
 
-    def beat(self, job_id: str, claim: str, progress: dict[str, Any] | None = None) -> str:
+    def beat(self, job_id: str, claim: str, progress: dict[str, Any] | None = None) -> Beat:
         """Refresh the lease (and record progress). Returns 'ok', 'cancel' (cancel requested) or
         'lost' (the claim is no longer ours: another attempt took over or the job finished)."""
         with _redis_errors():
@@ -394,7 +410,7 @@ class JobStore:
                     job_id,
                 ],
             )
-        return outcome.decode()
+        return Beat(outcome.decode())
 
     def transition(
         self,
@@ -404,7 +420,7 @@ class JobStore:
         claim: str = "",
         fields: dict[str, Any] | None = None,
         event: dict[str, Any] | None = None,
-    ) -> tuple[str, JobState | None]:
+    ) -> tuple[Outcome, JobState | None]:
         """Move a job to `to` if allowed from its current state (and `claim` still holds it).
         Returns ('ok' | 'refused' | 'stale' | 'missing', previous_state)."""
         allowed_from = [s.value for s, targets in TRANSITIONS.items() if to in targets]
@@ -436,16 +452,16 @@ class JobStore:
                 ],
             )
         prev = JobState(previous.decode()) if previous else None
-        return outcome.decode(), prev
+        return Outcome(outcome.decode()), prev
 
-    def cancel(self, job_id: str) -> str:
+    def cancel(self, job_id: str) -> Cancel:
         """'canceled' (it was queued), 'requested' (running; stops at the next check), 'finished'."""
         with _redis_errors():
             outcome, _ = self._cancel(
                 keys=[job_key(job_id), events_key(job_id), QUEUED_KEY],
                 args=[time.time(), self.events_maxlen, self.result_ttl_ms, job_id],
             )
-        return outcome.decode()
+        return Cancel(outcome.decode())
 
     def orphans(self, grace_ms: int) -> list[str]:
         """Running jobs nobody holds (lease lapsed more than `grace_ms` ago): the message that

@@ -37,7 +37,6 @@ from sse_starlette import EventSourceResponse
 
 from harmonia import errors
 from harmonia.asgi import (
-    STATUS_FOR,
     ApiError,
     BodySizeLimit,
     check_json_content_type,
@@ -47,7 +46,9 @@ from harmonia.asgi import (
     metrics_response,
     parse_json,
     serve_docs,
+    status_for,
 )
+from harmonia.config import Settings
 from harmonia.engines.base import Engine, EngineResult
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class _EngineStats:
 class _Service:
     """Per-app state: lifecycle, in-flight count, metrics."""
 
-    def __init__(self, engine: Any, settings: Any) -> None:
+    def __init__(self, engine: Any, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
         self.loaded = not hasattr(engine, "load")
@@ -155,7 +156,7 @@ class _Service:
         self.lock = threading.Lock()
         self.registry = CollectorRegistry()
         self.metrics = _Metrics(engine, self.registry)
-        self.limiter = anyio.CapacityLimiter(max(1, int(getattr(settings, "max_sync_waiters", 256))))
+        self.limiter = anyio.CapacityLimiter(settings.max_sync_waiters)
         state = Gauge(
             "harmonia_model_state", "1 for the current lifecycle state", ["state"], registry=self.registry
         )
@@ -184,7 +185,7 @@ class _Service:
 
 
 def create_model_app(
-    engine: Engine, settings: Any, *, on_load_failure: Callable[[BaseException], None] | None = None
+    engine: Engine, settings: Settings, *, on_load_failure: Callable[[BaseException], None] | None = None
 ) -> FastAPI:
     """The HTTP service around one engine. `on_load_failure` is called (from the loading thread)
     if the engine's `load()` fails; `serve_model` uses it to stop the server."""
@@ -203,7 +204,7 @@ def create_model_app(
     app.state.service = svc
     install_error_handlers(app)
     serve_docs(app)
-    app.add_middleware(BodySizeLimit, max_bytes=int(getattr(settings, "max_body_bytes", 1_048_576)))
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -242,7 +243,7 @@ def create_model_app(
         accept = request.headers.get("accept", "")
         if getattr(payload, "stream", False) or "text/event-stream" in accept:
             return EventSourceResponse(_stream(svc, payload))
-        ctx = RequestContext(float(getattr(settings, "job_timeout_s", 600.0)))
+        ctx = RequestContext(settings.job_timeout_s)
         result = await _run(svc, payload, ctx, request)
         return _answer(result, accept)
 
@@ -275,14 +276,8 @@ async def _run(svc: _Service, payload: Any, ctx: RequestContext, request: Reques
                 ctx.cancel()
         try:
             result = task.result()
-        except errors.JobTimedOut as exc:
-            status = "504"
-            raise ApiError(504, "timeout", str(exc)) from exc
-        except errors.JobCanceled as exc:
-            status = "499"
-            raise ApiError(499, "canceled", str(exc)) from exc
-        except errors.HarmoniaError as exc:
-            status = str(next((s for t, s in STATUS_FOR.items() if isinstance(exc, t)), 500))
+        except errors.HarmoniaError as exc:  # the app's error handlers answer it; count it here
+            status = str(status_for(exc))
             raise
         status = "200"
         svc.metrics.observe(result.output)
@@ -330,7 +325,7 @@ async def _stream(svc: _Service, payload: Any) -> AsyncIterator[dict[str, str]]:
     def on_event(kind: str, data: dict[str, Any]) -> None:
         loop.call_soon_threadsafe(events.put_nowait, (kind, data))
 
-    ctx = RequestContext(float(getattr(svc.settings, "job_timeout_s", 600.0)), on_event)
+    ctx = RequestContext(svc.settings.job_timeout_s, on_event)
     task = asyncio.ensure_future(_run(svc, payload, ctx, None))
     try:
         while True:
@@ -350,50 +345,39 @@ async def _stream(svc: _Service, payload: Any) -> AsyncIterator[dict[str, str]]:
         except ApiError as exc:
             yield {"event": "error", "data": json.dumps(error_body(exc.code, exc.message, exc.field))}
         except errors.HarmoniaError as exc:
-            field = getattr(exc, "field", None)
             yield {
                 "event": "error",
-                "data": json.dumps(error_body(exc.code, getattr(exc, "message", str(exc)), field)),
+                "data": json.dumps(error_body(exc.code, exc.message or str(exc), exc.field)),
             }
     finally:
         if not task.done():  # the client went away mid-stream
             ctx.cancel()
 
 
-def build_engine(engine_name: str, settings: Any, model: str | None = None) -> Any:
-    """The engine a model service serves. Raises EngineUnavailable (one line) for an unknown name
-    or a model reference that cannot be MusicGen (missing path, other checkpoint type)."""
-    if engine_name == "musicgen":
-        from harmonia.engines.musicgen.engine import build_engine as build_musicgen
-        from harmonia.engines.musicgen.loader import check_model_ref
+SERVED = ("musicgen", "diffsinger")
 
-        check_model_ref(model or settings.musicgen.model)
-        return build_musicgen(settings, model=model)
-    if engine_name == "diffsinger":
-        from harmonia.engines.diffsinger.engine import DiffsingerEngine
 
-        voicebank = settings.diffsinger.voicebank
-        if voicebank is None:
-            raise errors.EngineUnavailable(
-                "no voicebank: pass --voicebank DIR or set HARMONIA_DIFFSINGER__VOICEBANK"
-            )
-        # loads now: a missing or malformed voicebank stops the service before it starts
-        return DiffsingerEngine(voicebank, device=settings.diffsinger.device)
-    raise errors.EngineUnavailable(f"no model service for {engine_name!r} (known: musicgen, diffsinger)")
+def build_served_engine(engine_name: str, settings: Settings) -> Engine:
+    """The engine `harmonia serve <engine_name>` serves: the registry's, always loaded here (a
+    service never forwards to another service). Raises EngineUnavailable with one clear line for an
+    unknown name, a missing extra or a checkpoint/voicebank that cannot be what it should be."""
+    from harmonia.engines.registry import Registry
+
+    if engine_name not in SERVED:
+        known = ", ".join(SERVED)
+        raise errors.EngineUnavailable(f"no model service for {engine_name!r} (known: {known})")
+    local = settings.model_copy(update={f"{engine_name}_url": None})
+    return Registry(local).engine(engine_name)
 
 
 def serve_model(
-    engine_name: str,
-    settings: Any,
-    host: str | None = None,
-    port: int | None = None,
-    model: str | None = None,
+    engine_name: str, settings: Settings, host: str | None = None, port: int | None = None
 ) -> None:
     """Run `harmonia serve <engine_name>` until stopped. Raises EngineUnavailable if the engine
     cannot be built or its model fails to load (the server stops itself in that case)."""
     import uvicorn
 
-    engine = build_engine(engine_name, settings, model)
+    engine = build_served_engine(engine_name, settings)
     failures: list[BaseException] = []
     holder: dict[str, uvicorn.Server] = {}
 
@@ -405,7 +389,7 @@ def serve_model(
     app = create_model_app(engine, settings, on_load_failure=on_failure)
     config = uvicorn.Config(
         app, host=host or settings.host, port=DEFAULT_MODEL_PORT if port is None else port,
-        log_level=str(settings.log_level).lower(),
+        log_level=settings.log_level.lower(),
     )  # fmt: skip
     holder["server"] = server = uvicorn.Server(config)
     server.run()

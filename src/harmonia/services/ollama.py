@@ -21,11 +21,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from harmonia import __version__
-from harmonia.asgi import ApiError, BodySizeLimit, error_response, install_error_handlers, metrics_response
+from harmonia.asgi import BodySizeLimit, error_response, install_error_handlers, metrics_response
 from harmonia.config import Settings
 from harmonia.engines.base import LocalContext
-from harmonia.engines.ollama.client import BudgetExceeded, LLMTimeout
-from harmonia.engines.ollama.tasks import (
+from harmonia.engines.ollama.engine import (
     EnhancePromptInput,
     LyricsInput,
     OllamaEngine,
@@ -87,12 +86,9 @@ def create_llm_app(
         outcome = "ok"
         try:
             result = engine.run(task, LocalContext())
-        except HarmoniaError as exc:
+        except HarmoniaError as exc:  # the app's error handlers answer it (asgi.STATUS_FOR)
             outcome = exc.code
-            converted = _to_http(exc)
-            if converted is None:
-                raise
-            raise converted from exc
+            raise
         finally:
             metrics.requests.labels(task.task, outcome).inc()
             metrics.seconds.labels(task.task).observe(time.perf_counter() - started)
@@ -140,16 +136,6 @@ def create_llm_app(
         return engine.info()
 
     return app
-
-
-def _to_http(exc: HarmoniaError) -> ApiError | None:
-    """Gateway-style statuses for upstream failures; everything else goes to the shared handlers."""
-    message = getattr(exc, "message", None) or str(exc)
-    if isinstance(exc, LLMTimeout | BudgetExceeded):
-        return ApiError(504, exc.code, message)
-    if isinstance(exc, EngineError):
-        return ApiError(502, exc.code, message)
-    return None
 
 
 def build_llm_app(settings: Settings) -> FastAPI:

@@ -16,7 +16,6 @@ import random
 from dataclasses import dataclass, field
 
 from harmonia.engines.jen1.composer import (
-    METERS,
     lay_out_bars,
     music_length_beats,
     plan_phrases,
@@ -24,6 +23,7 @@ from harmonia.engines.jen1.composer import (
     write_parts,
 )
 from harmonia.engines.jen1.planner import PlannedSong
+from harmonia.engines.jen1.style import METERS
 from harmonia.music.instruments import InstrumentSpec
 from harmonia.music.score import Phrase, Score
 from harmonia.music.theory import Chord, chord, degree_for_symbol, parse_key

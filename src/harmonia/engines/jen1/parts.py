@@ -179,7 +179,7 @@ class PartRenderer:
     def _backing(
         self, arrangement: Arrangement, song: PlannedSong, ctx: RunContext, frames: int, out: RenderedParts
     ) -> bool:
-        from harmonia.engines.musicgen.engine import MusicgenInput
+        from harmonia.engines.musicgen.input import MusicgenInput
 
         sr = self.render.sample_rate
         prompt = musicgen_prompt(song)

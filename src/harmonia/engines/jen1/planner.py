@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from harmonia.engines.jen1.composer import METERS, assign_roles, music_length_beats, plan_phrases, progression
+from harmonia.engines.jen1.composer import assign_roles, music_length_beats, plan_phrases, progression
 from harmonia.engines.jen1.genres import SONG_WORDS, Genre, detect_genre, find_genre
 from harmonia.engines.jen1.interpret import (
     MAX_DURATION_S,
@@ -32,6 +32,7 @@ from harmonia.engines.jen1.interpret import (
     InterpretError,
     interpret,
 )
+from harmonia.engines.jen1.style import METERS
 from harmonia.music.instruments import InstrumentSpec, find_instrument
 from harmonia.music.score import Phrase
 from harmonia.music.songplan import Instrument, Section, SongPlan, normalize_chord

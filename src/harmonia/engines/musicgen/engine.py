@@ -1,8 +1,8 @@
 """MusicGen engine: text (and optionally an audio prompt) to music, through Hugging Face transformers.
 
 The engine loads `MusicgenForConditionalGeneration` once (local directory or hub id, see
-`musicgen_loader`), batches concurrent requests with a `Batcher`, runs its own decode loop
-(`musicgen_decode.FastDecoder`: static KV cache, tensor-op delay pattern and CFG, CUDA graphs on
+`loader`), batches concurrent requests with a `Batcher`, runs its own decode loop
+(`decode.FastDecoder`: static KV cache, tensor-op delay pattern and CFG, CUDA graphs on
 CUDA) and turns codes into audio with the model's EnCodec. Requests longer than one window
 (30 s by default) are generated as windowed continuations: each new window is conditioned on the
 last `overlap_s` of codes already generated. With `stream: true` finished frames are decoded in
@@ -22,62 +22,17 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 
 from harmonia.audio import encode as audio_io
 from harmonia.config import MusicgenSettings
-from harmonia.engines.base import AliasedInput, ArtifactData, Batcher, BatchItem, EngineResult, RunContext
+from harmonia.engines.base import ArtifactData, EngineResult, RunContext
+from harmonia.engines.batcher import Batcher, BatchItem
+from harmonia.engines.musicgen.input import MusicgenInput
+from harmonia.engines.musicgen.streaming import AudioStreamer
 from harmonia.errors import EngineError, EngineUnavailable, InvalidInput, JobStopped
 
 log = logging.getLogger(__name__)
-
-MAX_TEXT_CHARS = 2000
-
-
-class MusicgenInput(AliasedInput):
-    """A MusicGen request. `duration_s` is capped by `MusicgenSettings.max_duration_s` (checked by
-    the engine, which knows the setting). The names audiocraft (`duration`, `cfg_coef`) and hosted
-    MusicGen APIs (`prompt`, `duration`, `classifier_free_guidance`, `output_format`) use are
-    accepted too."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(
-        ...,
-        min_length=1,
-        max_length=MAX_TEXT_CHARS,
-        description="what the music should be",
-        validation_alias=AliasChoices("text", "prompt"),
-    )
-    duration_s: float = Field(
-        8.0,
-        ge=0.5,
-        description="seconds of new audio; > window via continuation",
-        validation_alias=AliasChoices("duration_s", "duration"),
-    )
-    guidance_scale: float = Field(
-        3.0,
-        ge=0.0,
-        le=20.0,
-        description="classifier-free guidance; <= 1 is off",
-        validation_alias=AliasChoices("guidance_scale", "classifier_free_guidance", "cfg_coef"),
-    )
-    temperature: float = Field(1.0, ge=0.0, le=10.0, description="0 = greedy decoding")
-    top_k: int = Field(250, ge=0, le=4096, description="0 = no top-k filter")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling; 1 = off")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="same seed, same audio; unset = random")
-    audio_prompt: str | None = Field(
-        None, max_length=16_000_000, description="base64 WAV/FLAC to continue (returned audio includes it)"
-    )
-    format: Literal["wav", "flac"] = Field("wav", validation_alias=AliasChoices("format", "output_format"))
-    stream: bool = Field(False, description="publish audio chunks while generating")
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value.strip()
 
 
 @dataclass(frozen=True)
@@ -109,7 +64,7 @@ class _Job:
     history: Any  # (K, n) codes so far, prompt included
     prompt_frames: int
     error: BaseException | None = None
-    stream: _Streamer | None = None
+    stream: AudioStreamer | None = None
     windows: int = 0
 
     @property
@@ -289,7 +244,7 @@ class MusicgenEngine:
             return job
         job.prompt_frames = int(job.history.shape[-1])
         if p.stream:
-            job.stream = _Streamer(self, item.ctx, self.options.stream_chunk_s)
+            job.stream = AudioStreamer(self, item.ctx, self.options.stream_chunk_s)
         return job
 
     def _window_frames(self) -> int:
@@ -440,58 +395,6 @@ class MusicgenEngine:
                 right = ae.decode(c[:, :, 1::2], [None]).audio_values[0]
                 wav = torch.cat([left, right], dim=0)
         return wav.float().cpu().numpy().T.copy()
-
-
-class _Streamer:
-    """Decodes finished frames of one request in windows and publishes them as `audio_chunk` events.
-
-    EnCodec's decoder looks a few frames ahead and carries LSTM state, so each chunk is decoded
-    with `context` frames before it and held back by `lookahead` frames; the final chunk comes
-    from the full decode, so the stream ends exactly where the returned file does.
-    """
-
-    CONTEXT_FRAMES = 50
-    LOOKAHEAD_FRAMES = 4
-
-    def __init__(self, engine: MusicgenEngine, ctx: RunContext, chunk_s: float) -> None:
-        self.engine, self.ctx = engine, ctx
-        self.chunk = max(1, round(chunk_s * engine.frame_rate))
-        self.hop = engine.sample_rate // engine.frame_rate
-        self.emitted = 0  # frames already published
-        self.index = 0
-
-    def feed(self, codes_fn: Any) -> None:
-        codes = codes_fn()
-        usable = int(codes.shape[-1]) - self.LOOKAHEAD_FRAMES
-        if usable - self.emitted < self.chunk:
-            return
-        start = max(0, self.emitted - self.CONTEXT_FRAMES)
-        audio = self.engine.decode_audio(codes[:, start:])
-        a = (self.emitted - start) * self.hop
-        self._publish(audio[a : (usable - start) * self.hop], self.emitted)
-        self.emitted = usable
-
-    def flush(self, full_audio: np.ndarray) -> None:
-        rest = full_audio[self.emitted * self.hop :]
-        if rest.shape[0]:
-            self._publish(rest, self.emitted, final=True)
-
-    def _publish(self, audio: np.ndarray, start_frame: int, final: bool = False) -> None:
-        sr = self.engine.sample_rate
-        data = audio_io.encode(audio, sr, "wav")
-        self.ctx.event(
-            "audio_chunk",
-            {
-                "index": self.index,
-                "start_s": round(start_frame / self.engine.frame_rate, 4),
-                "duration_s": round(audio.shape[0] / sr, 4),
-                "sample_rate": sr,
-                "format": "wav",
-                "final": final,
-                "audio_b64": base64.b64encode(data).decode("ascii"),
-            },
-        )
-        self.index += 1
 
 
 def _cat(a: Any, b: Any) -> Any:

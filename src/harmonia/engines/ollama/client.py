@@ -1,9 +1,6 @@
-"""Client for a language-model daemon: the Ollama HTTP API, or any OpenAI-compatible server.
-
-`OllamaClient` speaks Ollama's native API (`/api/chat`, `/api/generate`, `/api/tags`,
-`/api/version`, NDJSON streaming, `format` with a JSON schema, `options`, `keep_alive`).
-`OpenAIClient` speaks `/v1/chat/completions` (SSE streaming, `response_format` json_schema) for
-vLLM, llama.cpp's server, hosted APIs, or Ollama's own `/v1` endpoints. Both have one interface.
+"""The client contract for a language-model server, its errors and the helpers both wire
+protocols share. The protocols themselves are in `backends` (Ollama's native API and the
+OpenAI-compatible one); `build_llm_client` picks one from the settings.
 
 Answers are streamed even when the caller wants the whole text: the read timeout then bounds the
 gap between tokens instead of the whole generation, and the caller can stop between chunks (a
@@ -29,7 +26,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -37,21 +34,22 @@ import httpx
 import stamina
 from pydantic import BaseModel, ConfigDict, Field
 
-from harmonia.config import OllamaSettings
 from harmonia.errors import (
     DependencyDown,
     EngineError,
     EngineUnavailable,
     HarmoniaError,
     RetryableError,
+    TimedOut,
+    UpstreamError,
 )
 
 Message = dict[str, str]
 JsonFormat = dict[str, Any] | str  # a JSON schema, or "json" for any JSON object
-_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
 # How servers say a prompt does not fit: llama.cpp "exceeds the available context size", vLLM and
 # OpenAI "maximum context length" / "context_length_exceeded", Ollama "exceeds the context length".
-_OVERFLOW_RE = re.compile(r"context[ _](size|length|window)|exceed_context_size", re.I)
+OVERFLOW_RE = re.compile(r"context[ _](size|length|window)|exceed_context_size", re.I)
 
 
 class ModelMissing(EngineUnavailable):
@@ -67,26 +65,26 @@ class ModelMissing(EngineUnavailable):
         self.model, self.url, self.hint, self.served = model, url, hint, served
 
 
-class ContextOverflow(EngineError):
+class ContextOverflow(UpstreamError):
     """The prompt (with the room asked for the answer) does not fit the model's context window."""
 
     code = "context_overflow"
 
 
-class BudgetExceeded(EngineError):
+class BudgetExceeded(EngineError, TimedOut):
     """The caller's wall-clock budget ran out before the answer was complete (not retried: a retry
     would take as long)."""
 
     code = "llm_budget_exceeded"
 
 
-class LLMTimeout(RetryableError):
+class LLMTimeout(RetryableError, TimedOut):
     """The daemon accepted the request but did not answer in time (busy, or loading the model)."""
 
     code = "llm_timeout"
 
 
-class MalformedStream(EngineError):
+class MalformedStream(UpstreamError):
     """The answer broke the streaming protocol: a line that is not JSON, a cut connection, no end."""
 
     code = "malformed_stream"
@@ -125,10 +123,6 @@ class Completion:
     model: str
     done_reason: str | None
     stats: dict[str, Any]
-
-
-def _ns_to_s(value: Any) -> float | None:
-    return round(value / 1e9, 6) if isinstance(value, int | float) else None
 
 
 class LLMClient(ABC):
@@ -244,7 +238,7 @@ class LLMClient(ABC):
         """Raise `DependencyDown` / `ModelMissing` unless the server answers and has the model."""
         model = model or self.model
         names = self.list_models()
-        if not any(_same_model(model, n) for n in names):
+        if not any(same_model(model, n) for n in names):
             raise self._missing(model, names)
         return {"url": self.base_url, "backend": self.backend, "model": model, "version": self.version()}
 
@@ -296,7 +290,7 @@ class LLMClient(ABC):
         request = self._http.build_request(method, url, json=body, headers=self._headers, timeout=timeout)
         try:
             for attempt in stamina.retry_context(
-                on=_CONNECT_ERRORS,
+                on=CONNECT_ERRORS,
                 attempts=self.retry_attempts,
                 timeout=retrying_for,
                 wait_initial=self.retry_wait_s,
@@ -305,13 +299,13 @@ class LLMClient(ABC):
             ):
                 with attempt:
                     response = self._http.send(request, stream=stream)
-        except _CONNECT_ERRORS as exc:
+        except CONNECT_ERRORS as exc:
             reason = str(exc) or type(exc).__name__
             raise DependencyDown(
                 f"{self.label} at {self.base_url} is not reachable ({method} {url}: {reason})"
             ) from exc
         except httpx.TimeoutException as exc:
-            _raise_if_past(deadline, f"{self.label} at {url} {_doing(False)}", exc)
+            raise_if_past(deadline, f"{self.label} at {url} {doing(False)}", exc)
             raise LLMTimeout(f"{self.label} at {url} did not answer within {self.timeout_s:g} s") from exc
         except httpx.TransportError as exc:
             raise DependencyDown(f"{self.label} at {url} failed: {exc or type(exc).__name__}") from exc
@@ -327,7 +321,7 @@ class LLMClient(ABC):
 
     def _error_for(self, response: httpx.Response, url: str, body: dict[str, Any] | None) -> Exception:
         status = response.status_code
-        message = _error_message(response)
+        message = error_message(response)
         model = str((body or {}).get("model") or self.model)
         lowered = message.lower()
         if status == 404 and "model" in lowered and ("not found" in lowered or "does not exist" in lowered):
@@ -338,9 +332,9 @@ class LLMClient(ABC):
             return DependencyDown(f"{url} refused the request ({status}: {message}); check the token")
         if status in (408, 429, 502, 503, 504):
             return RetryableError(f"{self.label} at {url} is busy or unavailable ({status}: {message})")
-        if _OVERFLOW_RE.search(message):
-            return _overflow(url, message)
-        return EngineError(f"{self.label} at {url} answered {status}: {message}")
+        if OVERFLOW_RE.search(message):
+            return overflow_error(url, message)
+        return UpstreamError(f"{self.label} at {url} answered {status}: {message}")
 
     def _post_lines(
         self, path: str, body: dict[str, Any], deadline: float | None = None
@@ -354,17 +348,17 @@ class LLMClient(ABC):
         """
         url = self._url(path)
         response = self._send("POST", path, body, stream=True, deadline=deadline)
-        watchdog = _hang_up_at(response, deadline) if deadline is not None else None
+        watchdog = hang_up_at(response, deadline) if deadline is not None else None
         started = False
         try:
             for line in response.iter_lines():
                 started = started or bool(line.strip())
                 yield line
         except httpx.TimeoutException as exc:
-            _raise_if_past(deadline, f"{self.label} at {url} {_doing(started)}", exc)
+            raise_if_past(deadline, f"{self.label} at {url} {doing(started)}", exc)
             raise LLMTimeout(f"{self.label} at {url} stopped sending for {self.timeout_s:g} s") from exc
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            _raise_if_past(deadline, f"{self.label} at {url} {_doing(started)}", exc)
+            raise_if_past(deadline, f"{self.label} at {url} {doing(started)}", exc)
             raise MalformedStream(f"the answer from {url} broke off: {exc or type(exc).__name__}") from exc
         finally:
             if watchdog is not None:
@@ -376,7 +370,7 @@ class LLMClient(ABC):
         try:
             return response.json()
         except ValueError as exc:
-            raise EngineError(f"{self._url(path)} answered with something that is not JSON") from exc
+            raise UpstreamError(f"{self._url(path)} answered with something that is not JSON") from exc
 
     def _collect(
         self,
@@ -393,256 +387,14 @@ class LLMClient(ABC):
                     on_chunk(chunk)  # may raise (a canceled job): the finally below hangs up
                 if chunk.done:
                     return Completion("".join(parts), model, chunk.done_reason, chunk.stats)
-                _raise_if_past(deadline, f"{self.label} at {self.base_url} {_doing(True)}")
+                raise_if_past(deadline, f"{self.label} at {self.base_url} {doing(True)}")
         finally:
             if isinstance(chunks, Generator):
                 chunks.close()
         raise MalformedStream(f"the answer from {self.base_url} ended without its final message")
 
 
-class OllamaClient(LLMClient):
-    """Ollama's native API."""
-
-    backend = "ollama"
-    label = "Ollama"
-
-    def stream_chat(
-        self,
-        messages: list[Message],
-        *,
-        model: str | None = None,
-        format: JsonFormat | None = None,
-        options: GenerationOptions | None = None,
-        keep_alive: str | float | None = None,
-        deadline: float | None = None,
-    ) -> Iterator[Chunk]:
-        body = self._body(model, format, options, keep_alive)
-        body["messages"] = messages
-        return self._stream(
-            "/api/chat", body, lambda obj: (obj.get("message") or {}).get("content"), deadline
-        )
-
-    def stream_generate(
-        self,
-        prompt: str,
-        *,
-        system: str | None = None,
-        model: str | None = None,
-        format: JsonFormat | None = None,
-        options: GenerationOptions | None = None,
-        keep_alive: str | float | None = None,
-        deadline: float | None = None,
-    ) -> Iterator[Chunk]:
-        body = self._body(model, format, options, keep_alive)
-        body["prompt"] = prompt
-        if system is not None:
-            body["system"] = system
-        return self._stream("/api/generate", body, lambda obj: obj.get("response"), deadline)
-
-    def list_models(self) -> list[str]:
-        data = self._get_json("/api/tags")
-        models = data.get("models") if isinstance(data, dict) else None
-        if not isinstance(models, list):
-            raise EngineError(f"{self._url('/api/tags')} did not list models")
-        return [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]
-
-    def version(self) -> str | None:
-        data = self._get_json("/api/version")
-        return str(data["version"]) if isinstance(data, dict) and "version" in data else None
-
-    def _body(
-        self,
-        model: str | None,
-        format: JsonFormat | None,
-        options: GenerationOptions | None,
-        keep_alive: str | float | None,
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model or self.model, "stream": True}
-        if format is not None:
-            body["format"] = format
-        if options is not None and (opts := options.model_dump(exclude_none=True)):
-            body["options"] = opts
-        keep = keep_alive if keep_alive is not None else self.keep_alive
-        if keep is not None:
-            body["keep_alive"] = keep
-        return body
-
-    def _stream(
-        self, path: str, body: dict[str, Any], text_of: Callable[[dict], Any], deadline: float | None
-    ) -> Iterator[Chunk]:
-        with closing(self._post_lines(path, body, deadline)) as lines:
-            yield from self._ndjson_chunks(lines, self._url(path), text_of)
-
-    def _ndjson_chunks(
-        self, lines: Iterator[str], url: str, text_of: Callable[[dict], Any]
-    ) -> Iterator[Chunk]:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MalformedStream(f"line {number} from {url} is not JSON: {line[:80]!r}") from exc
-            if not isinstance(obj, dict):
-                raise MalformedStream(f"line {number} from {url} is not a JSON object: {line[:80]!r}")
-            if "error" in obj:
-                if _OVERFLOW_RE.search(str(obj["error"])):
-                    raise _overflow(url, str(obj["error"]))
-                raise EngineError(f"Ollama at {url} failed while answering: {obj['error']}")
-            text = text_of(obj)
-            if text is None and not obj.get("done"):
-                raise MalformedStream(f"line {number} from {url} has no answer text: {line[:80]!r}")
-            if obj.get("done"):
-                yield Chunk(str(text or ""), True, obj.get("done_reason"), _ollama_stats(obj))
-                return
-            yield Chunk(str(text))
-
-
-class OpenAIClient(LLMClient):
-    """An OpenAI-compatible `/v1/chat/completions` server. `base_url` may end in `/v1` or not."""
-
-    backend = "openai"
-    label = "OpenAI-compatible server"
-
-    def _url(self, path: str) -> str:
-        root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
-        return root + path
-
-    def _missing(self, model: str, served: list[str] | None) -> ModelMissing:
-        # llama.cpp lists its model by the file path it was started with unless given `--alias`.
-        hint = (
-            "set HARMONIA_OLLAMA__MODEL to a model it serves, or start the server with that name "
-            f"(llama.cpp: `--alias {model}`; vLLM: `--served-model-name {model}`; "
-            f"with Ollama behind it: `ollama pull {model}`)"
-        )
-        return ModelMissing(model, self.base_url, hint, served)
-
-    def stream_chat(
-        self,
-        messages: list[Message],
-        *,
-        model: str | None = None,
-        format: JsonFormat | None = None,
-        options: GenerationOptions | None = None,
-        keep_alive: str | float | None = None,
-        deadline: float | None = None,
-    ) -> Iterator[Chunk]:
-        # keep_alive is Ollama's; OpenAI-compatible servers have no equivalent, so it is dropped.
-        body: dict[str, Any] = {
-            "model": model or self.model,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if options is not None:
-            opts = options.model_dump(exclude_none=True)
-            for ours, theirs in (("temperature", "temperature"), ("seed", "seed"), ("top_p", "top_p"),
-                                 ("num_predict", "max_tokens"), ("stop", "stop")):  # fmt: skip
-                if ours in opts:
-                    body[theirs] = opts[ours]
-        if isinstance(format, dict):
-            name = str(format.get("title") or "answer")[:64]
-            # strict=False: pydantic schemas allow optional fields, which strict mode forbids.
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": name, "schema": format, "strict": False},
-            }
-        elif format == "json":
-            body["response_format"] = {"type": "json_object"}
-        path = "/v1/chat/completions"
-        with closing(self._post_lines(path, body, deadline)) as lines:
-            yield from self._sse_chunks(lines, self._url(path))
-
-    def stream_generate(
-        self,
-        prompt: str,
-        *,
-        system: str | None = None,
-        model: str | None = None,
-        format: JsonFormat | None = None,
-        options: GenerationOptions | None = None,
-        keep_alive: str | float | None = None,
-        deadline: float | None = None,
-    ) -> Iterator[Chunk]:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        return self.stream_chat(messages, model=model, format=format, options=options, deadline=deadline)
-
-    def list_models(self) -> list[str]:
-        data = self._get_json("/v1/models")
-        models = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(models, list):
-            raise EngineError(f"{self._url('/v1/models')} did not list models")
-        return [str(m.get("id")) for m in models if isinstance(m, dict)]
-
-    def version(self) -> str | None:
-        return None  # the OpenAI API has no version endpoint
-
-    def _sse_chunks(self, lines: Iterator[str], url: str) -> Iterator[Chunk]:
-        data: list[str] = []
-        finish: str | None = None
-        stats: dict[str, Any] = {}
-        for line in _with_end(lines):
-            if line.startswith(":"):
-                continue  # an SSE comment (keep-alive)
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-                continue
-            if line.strip() or not data:
-                continue  # other SSE fields (event:, id:) carry nothing we use
-            payload, data = "\n".join(data), []
-            if payload.strip() == "[DONE]":
-                yield Chunk("", True, finish, stats)
-                return
-            try:
-                obj = json.loads(payload)
-            except json.JSONDecodeError as exc:
-                raise MalformedStream(f"an event from {url} is not JSON: {payload[:80]!r}") from exc
-            if not isinstance(obj, dict):
-                raise MalformedStream(f"an event from {url} is not a JSON object: {payload[:80]!r}")
-            if "error" in obj:
-                err = obj["error"]
-                reason = str(err.get("message", err) if isinstance(err, dict) else err)
-                if _OVERFLOW_RE.search(reason):
-                    raise _overflow(url, reason)
-                raise EngineError(f"{url} failed while answering: {reason}")
-            if isinstance(obj.get("usage"), dict):
-                stats = _openai_stats(obj["usage"])
-            for choice in obj.get("choices") or []:
-                if choice.get("index", 0) != 0:
-                    continue
-                text = (choice.get("delta") or {}).get("content")
-                finish = choice.get("finish_reason") or finish
-                if text:
-                    yield Chunk(str(text))
-        raise MalformedStream(f"the answer from {url} ended without `data: [DONE]`")
-
-
-def _with_end(lines: Iterator[str]) -> Iterator[str]:
-    """The lines, then one blank line so a last event without its separator is still dispatched."""
-    yield from lines
-    yield ""
-
-
-def _ollama_stats(obj: dict[str, Any]) -> dict[str, Any]:
-    stats = {
-        "prompt_tokens": obj.get("prompt_eval_count"),
-        "completion_tokens": obj.get("eval_count"),
-        "total_s": _ns_to_s(obj.get("total_duration")),
-        "load_s": _ns_to_s(obj.get("load_duration")),
-        "prompt_eval_s": _ns_to_s(obj.get("prompt_eval_duration")),
-        "eval_s": _ns_to_s(obj.get("eval_duration")),
-    }
-    return {k: v for k, v in stats.items() if v is not None}
-
-
-def _openai_stats(usage: dict[str, Any]) -> dict[str, Any]:
-    stats = {"prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens")}
-    return {k: v for k, v in stats.items() if v is not None}
-
-
-def _error_message(response: httpx.Response) -> str:
+def error_message(response: httpx.Response) -> str:
     try:
         data = response.json()
     except (ValueError, httpx.ResponseNotRead):
@@ -660,23 +412,23 @@ def _error_message(response: httpx.Response) -> str:
     return json.dumps(data)[:300]
 
 
-def _overflow(url: str, message: str) -> ContextOverflow:
+def overflow_error(url: str, message: str) -> ContextOverflow:
     return ContextOverflow(
         f"the prompt does not fit the model's context window ({url}: {message}); shorten the input, "
         "or give the model a larger context (llama.cpp `-c`, Ollama `num_ctx`, vLLM `--max-model-len`)"
     )
 
 
-def _raise_if_past(deadline: float | None, doing: str, cause: BaseException | None = None) -> None:
+def raise_if_past(deadline: float | None, doing: str, cause: BaseException | None = None) -> None:
     if deadline is not None and time.monotonic() >= deadline:
         raise BudgetExceeded(f"the time budget ran out while {doing}") from cause
 
 
-def _doing(started: bool) -> str:
+def doing(started: bool) -> str:
     return "was still answering" if started else "had not started answering"
 
 
-def _hang_up_at(response: httpx.Response, deadline: float) -> threading.Timer | None:
+def hang_up_at(response: httpx.Response, deadline: float) -> threading.Timer | None:
     """Shut the response's socket down at `deadline`, which wakes a read blocked on a stalled
     stream (closing a socket from another thread does not). None when the transport has no socket
     (a custom or HTTP/2 transport): then the deadline is still checked between chunks."""
@@ -695,17 +447,10 @@ def _hang_up_at(response: httpx.Response, deadline: float) -> threading.Timer | 
     return timer
 
 
-def _same_model(wanted: str, listed: str) -> bool:
+def same_model(wanted: str, listed: str) -> bool:
     """Ollama names default their tag to `latest`: 'llama3.2' is 'llama3.2:latest'."""
     if wanted == listed:
         return True
     return (wanted if ":" in wanted else wanted + ":latest") == (
         listed if ":" in listed else listed + ":latest"
     )
-
-
-def build_llm_client(settings: OllamaSettings, *, http: httpx.Client | None = None) -> LLMClient:
-    """The client `HARMONIA_OLLAMA__*` describes (api = ollama | openai)."""
-    token = settings.token.get_secret_value() if settings.token is not None else None
-    cls = OpenAIClient if settings.api == "openai" else OllamaClient
-    return cls(settings.url, settings.model, http=http, token=token, timeout_s=settings.timeout_s)

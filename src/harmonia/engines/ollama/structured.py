@@ -36,7 +36,7 @@ from harmonia.engines.ollama.client import (
     MalformedStream,
     Message,
 )
-from harmonia.errors import EngineError
+from harmonia.errors import UpstreamError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -52,7 +52,7 @@ _UNBOUNDED_ITEMS = 16
 _UNBOUNDED_NUMBER = 12
 
 
-class InvalidAnswer(EngineError):
+class InvalidAnswer(UpstreamError):
     """The model's answer stayed invalid after the one repair request."""
 
     code = "invalid_answer"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from harmonia.gateway.app import GatewayState
+from harmonia.gateway.state import GatewayState
 
 
 # async: FastAPI would run plain functions in the thread pool, a hop per request for no I/O

@@ -10,13 +10,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from harmonia.asgi import ApiError, JsonRoute
-from harmonia.errors import DependencyDown, HarmoniaError
-from harmonia.gateway.app import GatewayState
+from harmonia.asgi import JsonRoute
+from harmonia.errors import Conflict, DependencyDown, HarmoniaError, InvalidInput
 from harmonia.gateway.routes.deps import Owner, State
 from harmonia.gateway.sse import follow, wait_finished
+from harmonia.gateway.state import GatewayState
 from harmonia.jobs.models import Job, JobRequest, JobState, job_view
-from harmonia.jobs.store import new_job_id
+from harmonia.jobs.store import Cancel, new_job_id
 from harmonia.webhooks import check_webhook_url
 
 router = APIRouter(tags=["jobs"], route_class=JsonRoute)
@@ -32,9 +32,7 @@ def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) 
     settings = state.settings
     timeout = req.timeout_s or settings.job_timeout_s
     if timeout > settings.max_job_timeout_s:
-        raise ApiError(
-            422, "invalid_input", f"timeout_s: at most {settings.max_job_timeout_s:g} s", "timeout_s"
-        )
+        raise InvalidInput(f"timeout_s: at most {settings.max_job_timeout_s:g} s", "timeout_s")
     if req.webhook_url:
         check_webhook_url(req.webhook_url, allow_private=settings.webhook_allow_private)
     job = Job(
@@ -137,13 +135,13 @@ def cancel_job(job_id: str, state: State, owner: Owner) -> JSONResponse:
     job = state.store.get_for(job_id, owner)
     outcome = state.store.cancel(job.id)
     if (
-        outcome == "canceled" and job.webhook_url
+        outcome is Cancel.canceled and job.webhook_url
     ):  # was queued, finished now (a running one notifies on stopping)
         state.webhooks.notify(job.id)
     job = state.store.get_for(job_id, owner)
-    if outcome == "finished" and job.status != JobState.canceled:
-        raise ApiError(409, "conflict", f"job already {job.status.value}; it cannot be canceled", "status")
-    return JSONResponse(job_view(job), status_code=202 if outcome == "requested" else 200)
+    if outcome is Cancel.finished and job.status != JobState.canceled:
+        raise Conflict(f"job already {job.status.value}; it cannot be canceled", "status")
+    return JSONResponse(job_view(job), status_code=202 if outcome is Cancel.requested else 200)
 
 
 @router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse)
@@ -159,7 +157,7 @@ async def job_events(
     await run_in_threadpool(state.store.get_for, job_id, owner)
     after = last_event_id or "0-0"
     if not _stream_id(after):
-        raise ApiError(422, "invalid_input", "Last-Event-ID is not an event id of this API", "Last-Event-ID")
+        raise InvalidInput("Last-Event-ID is not an event id of this API", "Last-Event-ID")
 
     async def events() -> Any:
         async for item in follow(state.aredis, job_id, after):
