@@ -150,9 +150,6 @@ class Supervisor:
                 self.procs[i] = self._spawn(i)
                 started[i] = time.monotonic()
 
-    def worker_pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
     def stop(self) -> None:
         """SIGTERM the workers (they finish running jobs), wait, then stop Valkey (it flushes)."""
         self._stopping.set()

@@ -65,10 +65,6 @@ class F0Track:
     def voiced(self) -> np.ndarray:
         return self.hz > 0
 
-    @property
-    def voiced_fraction(self) -> float:
-        return float(self.voiced.mean()) if self.hz.size else 0.0
-
     def median_hz(self) -> float | None:
         """Median f0 over voiced frames, or None when nothing is voiced."""
         voiced = self.hz[self.voiced]

@@ -43,6 +43,9 @@ class ModelSpec:
     extra: str | None = None
     # a cheap check of what the engine would load (configs parse, the files they name exist)
     precheck: Callable[[Settings], str | None] | None = field(default=None, compare=False)
+    # "module:function(payload)" run after schema validation at submission: a check the schema cannot
+    # express (jen1: the request can be planned); raises InvalidInput naming the field
+    check: str | None = None
     # a live check of a dependency (a daemon) for GET /v1/models; cached briefly by the registry
     probe: Callable[[Settings], str | None] | None = field(default=None, compare=False)
     # what an available model's first job will need, while it is not loaded (e.g. a download)
@@ -139,8 +142,9 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "jen1",
         "jen1",
         "Instruction-driven composition: free text -> a composed, rendered piece (WAV/FLAC + score + MIDI)",
-        "harmonia.engines.jen1.engine:Jen1Input",
+        "harmonia.engines.jen1.input:Jen1Input",
         "harmonia.engines.factories:jen1",
+        check="harmonia.engines.jen1.planner:check_plannable",
     ),
     ModelSpec(
         "render",
@@ -226,7 +230,9 @@ class Registry:
             raise EngineUnavailable(f"model {name!r} is unavailable: {reason}")
         try:
             parsed = spec.schema().model_validate(payload)
-        except InvalidInput as exc:  # raised by a model's own cross-field check
+            if spec.check is not None:
+                _import(spec.check)(parsed)
+        except InvalidInput as exc:  # raised by a model's own cross-field check, or spec.check
             fld = f"payload.{exc.field}" if exc.field else "payload"
             raise InvalidInput(f"{fld}: {exc.message}", fld) from exc
         except ValidationError as exc:

@@ -130,13 +130,6 @@ def chord(key: Key, root: int) -> Chord:
     return Chord(roman=roman, root=root % 7)
 
 
-def relative_degree(key: Key, midi: int, tonic_midi: int) -> int:
-    """The diatonic degree nearest to `midi` (rounding chromatic notes down)."""
-    octave, semis = divmod(midi - tonic_midi, 12)
-    step = max(i for i, s in enumerate(key.steps) if s <= semis)
-    return 7 * octave + step
-
-
 # --- chord symbols (the SongPlan's vocabulary) -------------------------------------------------
 
 _CHORD_SYMBOL = re.compile(r"^([A-G])([#b]?)(.*?)(?:/([A-G][#b]?))?$")

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harmonia.errors import EngineUnavailable
-
-if TYPE_CHECKING:
-    from harmonia.engines.diffsinger.voicebank import DsConfig
 
 ALWAYS_VOWELS = frozenset({"SP", "AP"})
 
@@ -109,12 +105,13 @@ def find_dictionary(root: Path) -> Path:
     )
 
 
-def load_dictionary(root: Path, config: DsConfig, phonemes: dict[str, int]) -> PhonemeDictionary:
-    """Find and read the voicebank's dictionary (dsdict.yaml, dsdur/dsdict.yaml or dictionary.txt)."""
+def load_dictionary(root: Path, phonemes: dict[str, int], inventory: str) -> PhonemeDictionary:
+    """Find and read the voicebank's dictionary (dsdict.yaml, dsdur/dsdict.yaml or dictionary.txt);
+    its vowels must be in `phonemes` (the inventory read from the file named `inventory`)."""
     path = find_dictionary(root)
     result = _load_txt_dict(path) if path.suffix == ".txt" else _load_yaml_dict(path)
     if not result.entries:
         raise _bad(result.path, "the dictionary has no entries")
     if not any(result.is_vowel(p) and p in phonemes for p in result.vowels):
-        raise _bad(result.path, f"none of its vowels is in the phoneme inventory {config.phonemes}")
+        raise _bad(result.path, f"none of its vowels is in the phoneme inventory {inventory}")
     return result

@@ -88,12 +88,6 @@ class DsConfig(MelSpec):
         return self.hop_size / self.sample_rate
 
     @property
-    def variable_depth(self) -> bool:
-        if self.use_variable_depth is not None:
-            return self.use_variable_depth
-        return bool(self.use_shallow_diffusion)
-
-    @property
     def max_depth_fraction(self) -> float:
         """Shallow-diffusion depth limit as a fraction of the full schedule (1000 steps unless continuous)."""
         if self.max_depth < 0:
@@ -395,7 +389,7 @@ def _read(root: Path, providers: list[str], *, check: bool) -> Voicebank | None:
         config=config,
         phonemes=phonemes,
         languages=languages,
-        dictionary=load_dictionary(root, config, phonemes),
+        dictionary=load_dictionary(root, phonemes, config.phonemes),
         acoustic=acoustic,
         vocoder=vocoder,
         vocoder_config=vocoder_config,

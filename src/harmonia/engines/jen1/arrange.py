@@ -49,9 +49,6 @@ class Arrangement:
     vocal_lead: bool  # the melody part is meant to be sung
     notes: list[str] = field(default_factory=list)
 
-    def section_at(self, time_s: float) -> SectionSpan:
-        return next((s for s in reversed(self.sections) if s.start_s <= time_s + 1e-6), self.sections[0])
-
 
 def composer_roles(band: list[tuple[InstrumentSpec, str]]) -> list[tuple[InstrumentSpec, str]]:
     """SongPlan roles -> the composer's: one lead, chords (accompaniment/pad/harmony), bass, drums."""

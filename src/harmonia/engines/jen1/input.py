@@ -15,7 +15,6 @@ from pydantic import (
     Field,
     StringConstraints,
     field_validator,
-    model_validator,
 )
 
 from harmonia.engines.base import AliasedInput, Line, Word
@@ -24,9 +23,7 @@ from harmonia.engines.jen1.interpret import (
     MAX_TEMPO,
     MIN_DURATION_S,
     MIN_TEMPO,
-    InterpretError,
 )
-from harmonia.errors import InvalidInput
 from harmonia.music.instruments import find_instrument, known_names
 from harmonia.music.songplan import normalize_chord
 from harmonia.music.theory import parse_key
@@ -129,15 +126,3 @@ class Jen1Input(AliasedInput):
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
-
-    @model_validator(mode="after")
-    def _plannable(self) -> Jen1Input:
-        """Plan now, so "render violin for 2 hours" is refused at submission (422), not after
-        queueing. InvalidInput (not a ValueError) keeps the field the planner blames."""
-        from harmonia.engines.jen1.planner import plan_with_rules
-
-        try:
-            plan_with_rules(self)
-        except InterpretError as exc:
-            raise InvalidInput(str(exc), exc.field) from exc
-        return self

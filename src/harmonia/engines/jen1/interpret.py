@@ -13,7 +13,6 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from harmonia.music.instruments import CATALOG, InstrumentSpec, find_instrument
 from harmonia.music.theory import Key, Mode, parse_key
@@ -113,18 +112,6 @@ class Interpretation:
     duration_s: float
     seed: int
     sources: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "instruments": [spec.name for spec in self.instruments],
-            "tempo_bpm": self.tempo_bpm,
-            "key": self.key.name,
-            "mood": self.mood,
-            "time_signature": f"{self.time_signature[0]}/{self.time_signature[1]}",
-            "duration_s": self.duration_s,
-            "seed": self.seed,
-            "sources": dict(self.sources),
-        }
 
 
 def derive_seed(instructions: str) -> int:

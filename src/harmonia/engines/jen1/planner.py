@@ -33,6 +33,7 @@ from harmonia.engines.jen1.interpret import (
     interpret,
 )
 from harmonia.engines.jen1.style import METERS
+from harmonia.errors import InvalidInput
 from harmonia.music.instruments import InstrumentSpec, find_instrument
 from harmonia.music.score import Phrase
 from harmonia.music.songplan import Instrument, Section, SongPlan, normalize_chord
@@ -95,6 +96,15 @@ class PlanError(InterpretError):
 
 
 # --- the rule-based planner ----------------------------------------------------------------------
+
+
+def check_plannable(req: Jen1Input) -> None:
+    """Plan now, so "render violin for 2 hours" is refused at submission (422), not after queueing;
+    InvalidInput keeps the field the planner blames. The registry runs it after schema validation."""
+    try:
+        plan_with_rules(req)
+    except InterpretError as exc:
+        raise InvalidInput(str(exc), exc.field) from exc
 
 
 def plan_with_rules(req: Jen1Input) -> PlannedSong:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from harmonia.audio import encode as audio_io
 from harmonia.engines.base import RunContext
 
-if TYPE_CHECKING:
-    from harmonia.engines.musicgen.engine import MusicgenEngine
+
+class CodeDecoder(Protocol):
+    """What the streamer needs of the engine: its rates and EnCodec's decode."""
+
+    sample_rate: int
+    frame_rate: int
+
+    def decode_audio(self, codes: Any) -> np.ndarray: ...
 
 
 class AudioStreamer:
@@ -25,7 +31,7 @@ class AudioStreamer:
     CONTEXT_FRAMES = 50
     LOOKAHEAD_FRAMES = 4
 
-    def __init__(self, engine: MusicgenEngine, ctx: RunContext, chunk_s: float) -> None:
+    def __init__(self, engine: CodeDecoder, ctx: RunContext, chunk_s: float) -> None:
         self.engine, self.ctx = engine, ctx
         self.chunk = max(1, round(chunk_s * engine.frame_rate))
         self.hop = engine.sample_rate // engine.frame_rate
