@@ -3,7 +3,7 @@ encoded, backslashes, overlong UTF-8, NUL), symlinks planted in the store, and a
 artifacts. Requests go out as raw request lines (http.client) so no client normalizes the path.
 
 Already covered elsewhere (not repeated): `..%2F..` and `%2Fetc%2Fpasswd` names and key isolation
-for job/events/cancel (tests/test_gateway_api.py)."""
+for job/events/cancel (tests/gateway/test_gateway_api.py)."""
 
 from __future__ import annotations
 

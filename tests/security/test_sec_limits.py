@@ -1,7 +1,7 @@
 """Request size and shape limits, and the per-key rate limit across gateway replicas.
 
 Already covered elsewhere (not repeated): a declared Content-Length over the limit -> 413 and
-malformed JSON -> 422, a rate limit of one gateway with Retry-After (tests/test_gateway_api.py)."""
+malformed JSON -> 422, a rate limit of one gateway with Retry-After (tests/gateway/test_gateway_api.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 stored in Redis or the data dir in clear; only their digests are held.
 
 Already covered elsewhere (not repeated): owners isolated by key, 401 without a key or with an
-unknown one (tests/test_gateway_api.py). Constant-time comparison is reviewed in
+unknown one (tests/gateway/test_gateway_api.py). Constant-time comparison is reviewed in
 docs/reliability.md (auth.py hashes the presented key and runs hmac.compare_digest against every
 configured digest without an early exit), not timed here.
 """

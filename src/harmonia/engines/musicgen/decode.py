@@ -83,7 +83,12 @@ class FastDecoder:
     """Runs MusicGen's decoder with a static cache. One instance per loaded model; not thread-safe
     (the engine's batcher calls it from one thread)."""
 
-    def __init__(self, model, *, device=None, cuda_graphs: bool = True, quantize: str = "none") -> None:
+    def __init__(
+        self, model, *, device=None, cuda_graphs: bool = True, quantize: str = "none", graph_runner=None
+    ) -> None:
+        """`graph_runner(decoder, state, generator)` captures one step and `.replay()`s it: CUDA
+        graphs by default (CUDA only); another runner (e.g. one that replays the captured step's code
+        eagerly, for tests on the CPU) makes the decoder take the graph path on any device."""
         dec = model.decoder
         self.core = dec.model.decoder
         self.heads = dec.lm_heads
@@ -104,7 +109,8 @@ class FastDecoder:
         if device is None:
             device = self.core.embed_positions.weights.device
         self.device = torch.device(device)
-        self.cuda_graphs = bool(cuda_graphs) and self.device.type == "cuda"
+        self.graph_runner = graph_runner or _Graph
+        self.cuda_graphs = bool(cuda_graphs) and (self.device.type == "cuda" or graph_runner is not None)
         self.forward_passes = 0  # counted for metrics and tests (shared passes under batching)
 
     # ---------------------------------------------------------------- delay pattern
@@ -311,7 +317,7 @@ class FastDecoder:
                 graph = None
             if graphs:
                 if graph is None:
-                    graph = _Graph(self, st, generator)
+                    graph = self.graph_runner(self, st, generator)
                 graph.replay()
             else:
                 self._step(st, generator, graph_mode=False)

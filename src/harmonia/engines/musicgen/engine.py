@@ -79,9 +79,17 @@ class MusicgenEngine:
     input_model: ClassVar[type[BaseModel]] = MusicgenInput
 
     def __init__(
-        self, settings: MusicgenSettings, *, model: str | None = None, options: MusicgenOptions | None = None
+        self,
+        settings: MusicgenSettings,
+        *,
+        model: str | None = None,
+        options: MusicgenOptions | None = None,
+        decoder_factory: Any = None,
     ) -> None:
+        """`decoder_factory(model, device=, cuda_graphs=, quantize=)` builds the decode loop for the
+        loaded model (`decode.FastDecoder` by default; tests wrap it to make a device fail)."""
         self.settings = settings
+        self._decoder_factory = decoder_factory
         self.model_ref = model or settings.model
         self.options = options or MusicgenOptions.from_settings(settings)
         self._loaded: Any = None
@@ -121,7 +129,7 @@ class MusicgenEngine:
             except EngineUnavailable as exc:
                 self._load_error = exc
                 raise
-            self._decoder = FastDecoder(
+            self._decoder = (self._decoder_factory or FastDecoder)(
                 loaded.model,
                 device=loaded.device,
                 cuda_graphs=self.options.cuda_graphs,

@@ -236,7 +236,7 @@ def test_context_overflow_is_its_own_error(
     fake: FakeOllama, url: str, backend: type[OllamaClient], mode: str
 ) -> None:
     # as an error status (llama.cpp, vLLM) and as an error in the stream; the real server shows the
-    # status form in tests/test_llm_real.py
+    # status form in tests/engines/ollama/test_llm_real.py
     fake.push(Answer("some answer text to break", mode=mode, status=400, error=LLAMA_CPP_OVERFLOW))  # type: ignore[arg-type]
     with backend(url, "llama3.2") as c, pytest.raises(ContextOverflow) as info:
         c.chat(HI)

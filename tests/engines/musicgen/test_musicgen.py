@@ -347,8 +347,6 @@ def test_the_graph_step_gives_the_tokens_of_the_eager_loop_on_dirty_memory(hf, m
     """The step a CUDA graph captures (static shapes, whole-cache attention under a mask, finished
     rows riding along) run eagerly on the CPU, with every fresh float buffer full of NaN as reused
     device memory can be: it must give the eager loop's tokens."""
-    import harmonia.engines.musicgen.decode as decode_mod
-
     model, processor = hf
     cond, _ = text_conditioning(model, processor)
     rows = [RowSpec(new_frames=37 - 8 * i, guidance_scale=3.0, temperature=0.0) for i in range(len(TEXTS))]
@@ -367,10 +365,9 @@ def test_the_graph_step_gives_the_tokens_of_the_eager_loop_on_dirty_memory(hf, m
         t = empty(*args, **kwargs)
         return t.fill_(float("nan")) if t.is_floating_point() else t
 
-    monkeypatch.setattr(decode_mod, "_Graph", EagerGraph)
-    graphed = FastDecoder(model)
-    graphed.cuda_graphs = True
-    monkeypatch.setattr(torch, "empty", dirty_empty)
+    graphed = FastDecoder(model, graph_runner=EagerGraph)
+    assert graphed.cuda_graphs  # the graph path, replayed eagerly
+    monkeypatch.setattr(torch, "empty", dirty_empty)  # torch's allocator, not ours
     out = graphed.decode(cond, rows)
     monkeypatch.setattr(torch, "empty", empty)
     assert all(torch.equal(a, b) for a, b in zip(eager, out, strict=True))
@@ -405,19 +402,19 @@ def test_half_precision_runs_windows_and_batches(tiny_musicgen: Path, dtype: str
         eng.close()
 
 
-def test_out_of_memory_splits_the_batch_and_every_request_still_gets_its_audio(
-    engine: MusicgenEngine, monkeypatch
-) -> None:
-    decode = engine._decoder.decode
+def test_out_of_memory_splits_the_batch_and_every_request_still_gets_its_audio(tiny_musicgen: Path) -> None:
     sizes: list[int] = []
 
-    def tight_memory(cond, rows, **kwargs):
-        sizes.append(len(rows))
-        if len(rows) > 1:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return decode(cond, rows, **kwargs)
+    class TightMemory(FastDecoder):  # a device with room for one row at a time
+        def decode(self, cond, rows, **kwargs):
+            sizes.append(len(rows))
+            if len(rows) > 1:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().decode(cond, rows, **kwargs)
 
-    monkeypatch.setattr(engine._decoder, "decode", tight_memory)
+    settings = MusicgenSettings(model=str(tiny_musicgen), max_batch_size=4, max_wait_ms=300)
+    engine = MusicgenEngine(settings, options=MusicgenOptions(quantize="none"), decoder_factory=TightMemory)
+    engine.load()
     splits = engine._batcher.stats.splits
     results: dict[int, EngineResult] = {}
     barrier = threading.Barrier(3)
@@ -434,3 +431,4 @@ def test_out_of_memory_splits_the_batch_and_every_request_still_gets_its_audio(
     assert sorted(results) == [0, 1, 2]
     assert all(audio_io.decode(r.artifacts[0].data).audio.shape == (16000, 1) for r in results.values())
     assert max(sizes) > 1 and engine._batcher.stats.splits > splits  # a shared batch failed and was split
+    engine.close()
