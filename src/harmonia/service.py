@@ -359,13 +359,21 @@ async def _stream(svc: _Service, payload: Any) -> AsyncIterator[dict[str, str]]:
 
 def build_engine(engine_name: str, settings: Any, model: str | None = None) -> Any:
     """The engine a model service serves. Raises EngineUnavailable (one line) for an unknown name
-    or a model reference that cannot be MusicGen (missing path, other checkpoint type)."""
+    or a model reference that cannot be the engine's (missing path, other checkpoint type)."""
     if engine_name == "musicgen":
         from harmonia.engines.musicgen import build_engine as build_musicgen
         from harmonia.engines.musicgen_loader import check_model_ref
 
         check_model_ref(model or settings.musicgen.model)
         return build_musicgen(settings, model=model)
+    if engine_name == "acestep":
+        from harmonia.engines.acestep.engine import build_engine as build_acestep
+
+        return build_acestep(settings, model=model)
+    if engine_name == "stable-audio":
+        from harmonia.engines.stable_audio.engine import build_engine as build_stable_audio
+
+        return build_stable_audio(settings, model=model)
     if engine_name == "diffsinger":
         from harmonia.engines.diffsinger import DiffsingerEngine
 
@@ -376,7 +384,8 @@ def build_engine(engine_name: str, settings: Any, model: str | None = None) -> A
             )
         # loads now: a missing or malformed voicebank stops the service before it starts
         return DiffsingerEngine(voicebank, device=settings.diffsinger.device)
-    raise errors.EngineUnavailable(f"no model service for {engine_name!r} (known: musicgen, diffsinger)")
+    known = "musicgen, acestep, stable-audio, diffsinger"
+    raise errors.EngineUnavailable(f"no model service for {engine_name!r} (known: {known})")
 
 
 def serve_model(

@@ -84,6 +84,22 @@ def musicgen(settings: Settings, registry: Registry) -> Engine:
     return build_engine(settings)
 
 
+def acestep(settings: Settings, registry: Registry) -> Engine:
+    if settings.acestep_url:
+        return _remote("acestep", settings.acestep_url, settings, registry)
+    from harmonia.engines.acestep.engine import build_engine
+
+    return build_engine(settings)
+
+
+def stable_audio(settings: Settings, registry: Registry) -> Engine:
+    if settings.stable_audio_url:
+        return _remote("stable-audio", settings.stable_audio_url, settings, registry)
+    from harmonia.engines.stable_audio.engine import build_engine
+
+    return build_engine(settings)
+
+
 def diffsinger(settings: Settings, registry: Registry) -> Engine:
     from harmonia.engines.diffsinger import DiffsingerEngine
     from harmonia.errors import EngineUnavailable

@@ -16,7 +16,6 @@ time limit (`JobStopped`) always stops the whole run.
 from __future__ import annotations
 
 import base64
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import pretty_midi
 
 from harmonia.audio import encode
 from harmonia.audio.mix import Stem
+from harmonia.audio.resample import resample as _resample
 from harmonia.engines.arrange import Arrangement
 from harmonia.engines.base import RunContext
 from harmonia.engines.plan import PlannedSong
@@ -371,13 +371,3 @@ def lay_lyrics(
                 "start": round(note.start_s / seconds_per_beat, 4),
             })  # fmt: skip
     return notes, spans, substituted
-
-
-def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    arr = encode.as_frames(audio)
-    if rate_in == rate_out or arr.shape[0] == 0:
-        return arr
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(rate_in), int(rate_out))
-    return resample_poly(arr, rate_out // g, rate_in // g, axis=0).astype(np.float32)

@@ -41,6 +41,7 @@ class ModelSpec:
     factory: str  # "module:function(settings, registry) -> Engine"
     requires: tuple[str, ...] = ()  # importable modules the engine needs (its extra)
     extra: str | None = None
+    license: str | None = None  # of the model's weights, shown by GET /v1/models
     precheck: Callable[[Settings], str | None] | None = field(default=None, compare=False)
     # a live check of a dependency (a daemon) for GET /v1/models; cached briefly by the registry
     probe: Callable[[Settings], str | None] | None = field(default=None, compare=False)
@@ -55,8 +56,9 @@ class ModelSpec:
         return self.precheck(settings) if self.precheck else None
 
     def service_url(self, settings: Settings) -> str | None:
-        """The model service that serves this model, when one is configured (HARMONIA_<MODEL>_URL)."""
-        url = getattr(settings, f"{self.name}_url", None)
+        """The model service that serves this model, when one is configured (HARMONIA_<MODEL>_URL;
+        a hyphen in the model name is an underscore there: stable-audio -> HARMONIA_STABLE_AUDIO_URL)."""
+        url = getattr(settings, f"{self.name.replace('-', '_')}_url", None)
         return url if isinstance(url, str) and url else None
 
     def schema(self) -> type[BaseModel]:
@@ -109,6 +111,27 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "harmonia.engines.factories:musicgen",
         requires=("torch", "transformers"),
         extra="musicgen",
+        license="CC-BY-NC-4.0 (MusicGen weights)",
+    ),
+    ModelSpec(
+        "acestep",
+        "acestep",
+        "ACE-Step 1.5 (diffusers): songs with vocals from a style prompt and lyrics, 10 s to 10 min; repaint",
+        "harmonia.engines.acestep.input:AceStepInput",
+        "harmonia.engines.factories:acestep",
+        requires=("torch", "transformers", "diffusers"),
+        extra="diffusers",
+        license="MIT (ACE-Step 1.5)",
+    ),
+    ModelSpec(
+        "stable-audio",
+        "stable-audio",
+        "Stable Audio Open (diffusers): 44.1 kHz stereo clips up to the checkpoint's 47 s from a prompt",
+        "harmonia.engines.stable_audio.input:StableAudioInput",
+        "harmonia.engines.factories:stable_audio",
+        requires=("torch", "transformers", "diffusers", "torchsde"),
+        extra="diffusers",
+        license="Stability AI Community License (Stable Audio Open)",
     ),
     ModelSpec(
         "diffsinger",
@@ -216,6 +239,8 @@ class Registry:
                 "reason": reason,
                 "loaded": spec.name in self._engines,
             }
+            if spec.license:
+                entry["license"] = spec.license
             if reason is None:
                 try:
                     entry["input_schema"] = spec.schema().model_json_schema()
