@@ -95,7 +95,7 @@ def load_pipeline(ref: str, pipeline_class: str, family: str, *, device: str, dt
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     try:
-        pipe = getattr(diffusers, pipeline_class).from_pretrained(ref, torch_dtype=dt)
+        pipe = getattr(diffusers, pipeline_class).from_pretrained(ref, dtype=dt)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EngineUnavailable(f"cannot load {family} from {ref}: {first}") from exc
@@ -203,6 +203,11 @@ class DiffusionEngine:
         """Family facts for `info()` once loaded (variant, limits)."""
         return {}
 
+    def duration_is_asked(self, payload: Any) -> bool:
+        """Whether `duration_s` is what the request gets (checked before queueing), or is worked
+        out by `prepare` (e.g. from a given clip) and checked there."""
+        return True
+
     # --- lifecycle -------------------------------------------------------------------------------
 
     def load(self) -> None:
@@ -271,8 +276,7 @@ class DiffusionEngine:
             err = exc.errors()[0]
             fld = ".".join(str(x) for x in err.get("loc", ())) or None
             raise InvalidInput(f"{fld}: {err.get('msg', 'invalid')}", fld) from exc
-        duration = float(p.duration_s)
-        if duration > self.settings.max_duration_s:
+        if self.duration_is_asked(p) and float(p.duration_s) > self.settings.max_duration_s:
             raise InvalidInput(
                 f"duration_s must be at most {self.settings.max_duration_s:g} on this server", "duration_s"
             )

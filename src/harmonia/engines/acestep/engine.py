@@ -43,6 +43,9 @@ class AceStepEngine(DiffusionEngine):
             "tasks": ["text2music", "repaint"],
         }
 
+    def duration_is_asked(self, payload: Any) -> bool:
+        return payload.audio is None or "duration_s" in payload.model_fields_set
+
     def steps_of(self, payload: Any) -> int:
         return int(payload.steps or DEFAULT_STEPS)
 
