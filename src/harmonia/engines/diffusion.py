@@ -15,6 +15,7 @@ import binascii
 import itertools
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -35,6 +36,7 @@ from harmonia.errors import EngineError, EngineUnavailable, InvalidInput, JobSto
 
 log = logging.getLogger(__name__)
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the hub spells repository ids
 #: share of a request's progress the diffusion steps report; decoding and encoding take the rest
 STEPS_SHARE = 0.95
 
@@ -61,15 +63,8 @@ def check_pipeline_ref(ref: str, pipeline_class: str, family: str) -> str:
                 f"model path {ref} is a {found!r} checkpoint, not {family} ({pipeline_class})"
             )
         return "local"
-    if not ref.startswith((".", "/", "~")) and ref.count("/") == 1:
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-        try:
-            validate_repo_id(ref)
-        except HFValidationError:
-            pass
-        else:
-            return "hub"
+    if HUB_ID.match(ref):
+        return "hub"
     raise EngineUnavailable(f"model path {ref} does not exist")
 
 

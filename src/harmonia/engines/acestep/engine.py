@@ -126,6 +126,7 @@ class AceStepEngine(DiffusionEngine):
 def build_engine(settings: Any, model: str | None = None) -> AceStepEngine:
     """An ACE-Step engine from the process settings (`settings.acestep`); `model` overrides the
     checkpoint. Raises EngineUnavailable (one line) for a missing extra or a path that is not one."""
-    require_extra(FAMILY)
+    # the path first: a wrong one is told without importing torch
     check_model_ref(model or settings.acestep.model)
+    require_extra(FAMILY)
     return AceStepEngine(settings.acestep, model=model)

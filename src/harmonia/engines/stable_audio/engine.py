@@ -74,6 +74,7 @@ class StableAudioEngine(DiffusionEngine):
 def build_engine(settings: Any, model: str | None = None) -> StableAudioEngine:
     """A Stable Audio engine from the process settings (`settings.stable_audio`); `model` overrides
     the checkpoint. Raises EngineUnavailable (one line) for a missing extra or a wrong path."""
-    require_extra(FAMILY)
+    # the path first: a wrong one is told without importing torch
     check_model_ref(model or settings.stable_audio.model)
+    require_extra(FAMILY)
     return StableAudioEngine(settings.stable_audio, model=model)
