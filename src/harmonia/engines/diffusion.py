@@ -160,10 +160,14 @@ class DiffusionEngine:
     pipeline_class: ClassVar[str]
     family: ClassVar[str]  # what users call it, in messages
 
-    def __init__(self, settings: DiffusionSettings, *, model: str | None = None) -> None:
+    def __init__(
+        self, settings: DiffusionSettings, *, model: str | None = None, loaded: LoadedPipeline | None = None
+    ) -> None:
+        """`loaded`: a pipeline already in memory (benchmarks of architectures built from configs);
+        otherwise `load()` reads `model` (default: the settings' checkpoint)."""
         self.settings = settings
         self.model_ref = model or settings.model
-        self._loaded: LoadedPipeline | None = None
+        self._loaded: LoadedPipeline | None = loaded
         self._load_lock = threading.Lock()
         self._load_error: EngineUnavailable | None = None
         self._batch_ids = itertools.count(1)

@@ -24,9 +24,9 @@ def render(settings: Settings, registry: Registry) -> Engine:
 
 
 def jen1(settings: Settings, registry: Registry) -> Engine:
-    """jen1 needs only `render`. MusicGen, the singer and the LLM planner are optional: each is
-    passed when its model is available here (built lazily, when a job first needs it), and jen1
-    falls back, saying so in the plan, whenever one is missing or fails."""
+    """jen1 needs only `render`. MusicGen, Stable Audio, ACE-Step, the singer and the LLM planner
+    are optional: each is passed when its model is available here (built lazily, when a job first
+    needs it), and jen1 falls back, saying so in the plan, whenever one is missing or fails."""
     from collections.abc import Callable
     from pathlib import Path
 
@@ -37,22 +37,30 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
     if not isinstance(render_engine, RenderEngine):
         raise TypeError("the render model must be a RenderEngine")
 
-    def musicgen_weights_here() -> bool:
+    # model -> (its service URL, its checkpoint, the file that marks one in the hub cache)
+    generative = {
+        "musicgen": (settings.musicgen_url, settings.musicgen.model, "config.json"),
+        "stable-audio": (settings.stable_audio_url, settings.stable_audio.model, "model_index.json"),
+        "acestep": (settings.acestep_url, settings.acestep.model, "model_index.json"),
+    }
+
+    def weights_here(name: str) -> bool:
         # A service URL, a local checkpoint, or a hub id already cached: `auto` must never make
         # a job wait on a download (or fail on a machine without network).
-        if settings.musicgen_url or Path(settings.musicgen.model).expanduser().is_dir():
+        url, ref, marker = generative[name]
+        if url or Path(ref).expanduser().is_dir():
             return True
         try:
             from huggingface_hub import try_to_load_from_cache
 
-            return isinstance(try_to_load_from_cache(settings.musicgen.model, "config.json"), str)
+            return isinstance(try_to_load_from_cache(ref, marker), str)
         except (ImportError, ValueError):
             return False
 
     def optional(name: str) -> Callable[[], Engine] | None:
         if name not in registry.specs or registry.spec(name).unavailable_reason(settings) is not None:
             return None
-        if name == "musicgen" and not musicgen_weights_here():
+        if name in generative and not weights_here(name):
             return None
         return lambda: registry.engine(name)
 
@@ -65,6 +73,8 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
         render=render_engine,
         musicgen=optional("musicgen"),
         singer=optional("diffsinger"),
+        stable_audio=optional("stable-audio"),
+        acestep=optional("acestep"),
         llm=llm,
         llm_budget_s=settings.ollama.task_budget_s,
     )
