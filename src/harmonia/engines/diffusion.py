@@ -269,6 +269,7 @@ class DiffusionEngine:
     # --- requests --------------------------------------------------------------------------------
 
     def run(self, payload: BaseModel | dict[str, Any], ctx: RunContext) -> EngineResult:
+        p: Any
         try:
             p = payload if isinstance(payload, self.input_model) else self.input_model.model_validate(payload)
         except ValidationError as exc:  # a dict from a queue message: answer like the HTTP edge does

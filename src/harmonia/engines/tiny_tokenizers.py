@@ -57,5 +57,5 @@ def qwen_tokenizer(vocab_size: int = 400) -> Any:
     )
     bpe.train_from_iterator(_BPE_CORPUS, trainer)
     model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    merges: Any = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
     return Qwen2Tokenizer(vocab=model["vocab"], merges=merges)

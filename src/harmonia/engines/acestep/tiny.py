@@ -11,6 +11,7 @@ checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from harmonia.engines.tiny_tokenizers import qwen_tokenizer
 
@@ -30,7 +31,7 @@ def make_tiny_acestep(path: str | Path, *, turbo: bool = True, seed: int = 0) ->
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     tokenizer = qwen_tokenizer()
-    heads = dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16)
+    heads: dict[str, Any] = dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16)
     text_encoder = Qwen3Model(
         Qwen3Config(
             hidden_size=32, intermediate_size=64, num_hidden_layers=1, vocab_size=len(tokenizer),
@@ -43,15 +44,15 @@ def make_tiny_acestep(path: str | Path, *, turbo: bool = True, seed: int = 0) ->
         audio_acoustic_hidden_dim=ACOUSTIC_DIM, is_turbo=turbo, model_version="turbo" if turbo else "base",
         **heads,
     )  # fmt: skip
-    condition_encoder = AceStepConditionEncoder(
+    condition_encoder: Any = AceStepConditionEncoder(
         hidden_size=32, intermediate_size=64, text_hidden_dim=32, timbre_hidden_dim=ACOUSTIC_DIM,
         num_lyric_encoder_hidden_layers=1, num_timbre_encoder_hidden_layers=1, **heads,
     )  # fmt: skip
-    vae = AutoencoderOobleck(
+    vae: Any = AutoencoderOobleck(
         encoder_hidden_size=2 * ACOUSTIC_DIM,  # mean and scale of each latent channel
         downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 2, 2, 2, 2], decoder_channels=4,
         decoder_input_channels=ACOUSTIC_DIM, audio_channels=2, sampling_rate=48000,
-    ).eval()  # fmt: skip
+    )  # fmt: skip
     with torch.no_grad():
         # As the release's converter does: the timbre encoder's "no reference" input is the VAE's
         # encoding of silence (zeros would be out of distribution), here tiled from two seconds.
@@ -60,7 +61,7 @@ def make_tiny_acestep(path: str | Path, *, turbo: bool = True, seed: int = 0) ->
         condition_encoder.silence_latent.copy_(
             silence.repeat(1, -(-frames // silence.shape[1]), 1)[:, :frames]
         )
-    pipe = AceStepPipeline(
+    pipe: Any = AceStepPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer,
         condition_encoder=condition_encoder,
         scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),

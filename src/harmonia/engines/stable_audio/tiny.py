@@ -10,6 +10,7 @@ window is 64 latents (2.97 s) where the release has 1024 (47.55 s).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from harmonia.engines.tiny_tokenizers import t5_tokenizer
 
@@ -48,16 +49,16 @@ def make_tiny_stable_audio(path: str | Path, *, seed: int = 0) -> Path:
     projection = StableAudioProjectionModel(
         text_encoder_dim=32, conditioning_dim=32, min_value=0, max_value=512
     )
-    vae = AutoencoderOobleck(
+    vae: Any = AutoencoderOobleck(
         encoder_hidden_size=2 * LATENT_DIM,  # mean and scale of each latent channel
         downsampling_ratios=[2, 4, 4, 8, 8], channel_multiples=[1, 2, 2, 2, 2], decoder_channels=4,
         decoder_input_channels=LATENT_DIM, audio_channels=2, sampling_rate=44100,
-    ).eval()  # fmt: skip
+    )  # fmt: skip
     scheduler = CosineDPMSolverMultistepScheduler(
         sigma_min=0.3, sigma_max=500, sigma_data=1.0, sigma_schedule="exponential", solver_order=2,
         prediction_type="v_prediction",
     )  # fmt: skip
-    pipe = StableAudioPipeline(
+    pipe: Any = StableAudioPipeline(
         vae=vae, text_encoder=text_encoder, projection_model=projection, tokenizer=tokenizer,
         transformer=transformer, scheduler=scheduler,
     )  # fmt: skip
