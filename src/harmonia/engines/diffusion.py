@@ -23,10 +23,10 @@ import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError
 
 from harmonia.audio import encode as audio_io
 from harmonia.audio.resample import resample
@@ -35,6 +35,22 @@ from harmonia.engines.base import ArtifactData, Batcher, BatchItem, EngineResult
 from harmonia.errors import EngineError, EngineUnavailable, InvalidInput, JobStopped
 
 log = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS = 2000
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
+
+
+#: the request fields both families have: a prompt (stripped, not blank), a seed, an output format
+Prompt = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_PROMPT_CHARS), AfterValidator(_not_blank)
+]
+Seed = Annotated[int | None, Field(ge=0, le=2**32 - 1, description="same seed, same audio; unset = random")]
+OutputFormat = Literal["wav", "flac"]
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name, as the hub spells repository ids
 #: share of a request's progress the diffusion steps report; decoding and encoding take the rest

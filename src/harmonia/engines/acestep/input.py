@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from harmonia.engines.diffusion import OutputFormat, Prompt, Seed
 from harmonia.errors import InvalidInput
 
-MAX_PROMPT_CHARS = 2000
 MAX_LYRICS_CHARS = 8000
 
 
@@ -19,10 +19,9 @@ class AceStepInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(
-        ..., min_length=1, max_length=MAX_PROMPT_CHARS,
-        description="style, genre, instruments, mood", examples=["upbeat synth-pop, female vocals, 120 bpm"],
-    )  # fmt: skip
+    prompt: Prompt = Field(
+        description="style, genre, instruments, mood", examples=["upbeat synth-pop, female vocals, 120 bpm"]
+    )
     lyrics: str = Field(
         "", max_length=MAX_LYRICS_CHARS,
         description="the lyric sheet, sections tagged [verse], [chorus], [bridge]...; empty: instrumental",
@@ -41,7 +40,7 @@ class AceStepInput(BaseModel):
     key: str | None = Field(None, max_length=32, examples=["C major", "F# minor"])
     time_signature: Literal["2", "3", "4", "6"] | None = Field(None, description="beats per bar")
     vocal_language: str = Field("en", pattern=r"^([a-z]{2,3}|unknown)$", description="language of the lyrics")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="same seed, same audio; unset = random")
+    seed: Seed = None
     audio: str | None = Field(
         None, max_length=64_000_000,
         description="base64 WAV/FLAC to repaint: the span [repaint_start_s, repaint_end_s) is generated "
@@ -51,14 +50,7 @@ class AceStepInput(BaseModel):
     repaint_end_s: float | None = Field(
         None, gt=0.0, description="with `audio`: where it ends; unset: the end"
     )
-    format: Literal["wav", "flac"] = "wav"
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value.strip()
+    format: OutputFormat = "wav"
 
     @field_validator("key")
     @classmethod

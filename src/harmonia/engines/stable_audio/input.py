@@ -3,11 +3,9 @@ Open 1.0) and is checked by the engine once it is loaded."""
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-MAX_PROMPT_CHARS = 2000
+from harmonia.engines.diffusion import MAX_PROMPT_CHARS, OutputFormat, Prompt, Seed
 
 
 class StableAudioInput(BaseModel):
@@ -15,10 +13,7 @@ class StableAudioInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(
-        ..., min_length=1, max_length=MAX_PROMPT_CHARS,
-        description="what the audio should be", examples=["128 BPM tech house drum loop"],
-    )  # fmt: skip
+    prompt: Prompt = Field(description="what the audio should be", examples=["128 BPM tech house drum loop"])
     negative_prompt: str | None = Field(
         None, max_length=MAX_PROMPT_CHARS, description="what it should not be", examples=["low quality"]
     )
@@ -27,12 +22,5 @@ class StableAudioInput(BaseModel):
     )
     steps: int = Field(100, ge=1, le=1000, description="diffusion steps")
     guidance_scale: float = Field(7.0, ge=0.0, le=20.0, description="classifier-free guidance; <= 1 is off")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="same seed, same audio; unset = random")
-    format: Literal["wav", "flac"] = "wav"
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value.strip()
+    seed: Seed = None
+    format: OutputFormat = "wav"
