@@ -120,6 +120,7 @@ def test_modules_stay_readable() -> None:
     """Files stay under ~500 lines; the longer ones are named here with the reason."""
     reasons = {
         "harmonia.jobs.store": "the job record's Lua scripts and their Python side belong together",
+        "harmonia.cli": "every command of the `harmonia` CLI in one file, each a few lines over a service",
     }
     long = {
         _module(p): n

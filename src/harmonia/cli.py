@@ -169,17 +169,22 @@ def probe(
     typer.echo(f"worker alive: {path} touched {age:.0f} s ago")
 
 
-SERVICE_PORTS = {"musicgen": 8001, "ollama": 8002, "diffsinger": 8003}
+SERVICE_PORTS = {"musicgen": 8001, "ollama": 8002, "diffsinger": 8003, "acestep": 8004, "stable-audio": 8005}
 
 
 @app.command()
 def serve(
-    engine: Annotated[str, typer.Argument(help="musicgen, diffsinger or ollama")],
-    model: Annotated[str | None, typer.Option(help="musicgen: hub id or local checkpoint folder")] = None,
+    engine: Annotated[str, typer.Argument(help="musicgen, acestep, stable-audio, diffsinger or ollama")],
+    model: Annotated[
+        str | None, typer.Option(help="musicgen, acestep, stable-audio: hub id or local checkpoint folder")
+    ] = None,
     voicebank: Annotated[Path | None, typer.Option(help="diffsinger: voicebank folder")] = None,
     host: Annotated[str | None, typer.Option(help="address to bind")] = None,
     port: Annotated[
-        int | None, typer.Option(help="port (musicgen 8001, ollama 8002, diffsinger 8003)")
+        int | None,
+        typer.Option(
+            help="port (musicgen 8001, ollama 8002, diffsinger 8003, acestep 8004, stable-audio 8005)"
+        ),
     ] = None,
 ) -> None:
     """Run one engine as a sync HTTP model service (POST /generate, /healthz, /readyz, /metrics, /info)."""
@@ -192,7 +197,9 @@ def serve(
     if voicebank is not None:
         settings.diffsinger.voicebank = voicebank
     if model is not None:
-        settings.musicgen.model = model
+        if engine not in ("musicgen", "acestep", "stable-audio"):
+            fail(f"--model is for musicgen, acestep and stable-audio, not {engine}", 2)
+        getattr(settings, engine.replace("-", "_")).model = model
     check_bind(settings)
     port = SERVICE_PORTS[engine] if port is None else port
     try:
@@ -212,20 +219,34 @@ def serve(
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
+#: engine -> "module:function(path) -> Path" writing a tiny random checkpoint of it
+TINY_BUILDERS = {
+    "musicgen": ("harmonia.engines.musicgen.tiny:make_tiny_musicgen", "musicgen"),
+    "acestep": ("harmonia.engines.acestep.tiny:make_tiny_acestep", "diffusers"),
+    "stable-audio": ("harmonia.engines.stable_audio.tiny:make_tiny_stable_audio", "diffusers"),
+}
+
+
 @app.command("make-tiny")
 def make_tiny(
-    engine: Annotated[str, typer.Argument(help="musicgen")],
+    engine: Annotated[str, typer.Argument(help="musicgen, acestep or stable-audio")],
     path: Annotated[Path, typer.Argument(help="folder to write the checkpoint to")],
 ) -> None:
     """Write a tiny random-weight checkpoint with the real architecture (for offline trials and
-    tests): `harmonia make-tiny musicgen ./tiny && harmonia serve musicgen --model ./tiny`."""
-    if engine != "musicgen":
-        fail(f"make-tiny knows: musicgen (not {engine!r})", 2)
+    tests): `harmonia make-tiny acestep ./tiny && harmonia serve acestep --model ./tiny`."""
+    import importlib
+
+    if engine not in TINY_BUILDERS:
+        fail(f"make-tiny knows: {', '.join(TINY_BUILDERS)} (not {engine!r})", 2)
+    target, extra = TINY_BUILDERS[engine]
+    module, _, function = target.partition(":")
     try:
-        from harmonia.engines.musicgen.tiny import make_tiny_musicgen
+        build = getattr(importlib.import_module(module), function)
+        typer.echo(str(build(path)))
     except ImportError as exc:
-        fail(f"needs the [musicgen] extra: {exc}", 2)
-    typer.echo(str(make_tiny_musicgen(path)))
+        fail(f"needs the [{extra}] extra: {exc}", 2)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc}")
 
 
 @app.command()

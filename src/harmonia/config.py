@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_QUEUES = ("jen1", "render", "musicgen", "diffsinger", "ollama", "noop")
+DEFAULT_QUEUES = ("jen1", "render", "musicgen", "diffsinger", "ollama", "noop", "acestep", "stable-audio")
 
 
 class MusicgenSettings(BaseModel):
@@ -33,6 +33,34 @@ class MusicgenSettings(BaseModel):
     overlap_s: float = Field(10.0, ge=0, description="context carried from one window to the next")
     stream_chunk_s: float = Field(1.0, gt=0)
     tick_every: int = Field(10, ge=1, description="decode steps between progress/cancel checks")
+
+
+class DiffusionSettings(BaseModel):
+    """A diffusers pipeline served by a `DiffusionEngine` (ACE-Step, Stable Audio); each family
+    sets its own default checkpoint and limits below."""
+
+    model: str
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="auto: bfloat16 on CUDA (float16 where bf16 is unsupported), float32 on CPU"
+    )
+    max_batch_size: int = Field(4, ge=1, le=64, description="requests run as one pipeline call")
+    max_wait_ms: float = Field(50.0, ge=0, le=10_000)
+    max_duration_s: float = Field(600.0, gt=0)
+    max_steps: int = Field(200, ge=1, le=1000, description="diffusion steps one request may ask for")
+
+
+class AceStepSettings(DiffusionSettings):
+    """ACE-Step 1.5 (`HARMONIA_ACESTEP__*`): songs with vocals, 10 s to 10 min."""
+
+    model: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"
+
+
+class StableAudioSettings(DiffusionSettings):
+    """Stable Audio Open (`HARMONIA_STABLE_AUDIO__*`); the checkpoint caps a clip (47.55 s for 1.0)."""
+
+    model: str = "stabilityai/stable-audio-open-1.0"
+    max_steps: int = Field(500, ge=1, le=1000, description="diffusion steps one request may ask for")
 
 
 class DiffsingerSettings(BaseModel):
@@ -112,6 +140,11 @@ class Settings(BaseSettings):
     musicgen_url: str | None = None
     diffsinger_url: str | None = None
     musicgen: MusicgenSettings = Field(default_factory=MusicgenSettings)
+    # ACE-Step and Stable Audio (the [diffusers] extra); *_url: a `harmonia serve` model service
+    acestep_url: str | None = None
+    stable_audio_url: str | None = None
+    acestep: AceStepSettings = Field(default_factory=AceStepSettings)
+    stable_audio: StableAudioSettings = Field(default_factory=StableAudioSettings)
     diffsinger: DiffsingerSettings = Field(default_factory=DiffsingerSettings)
     ollama: OllamaSettings = Field(default_factory=OllamaSettings)
 

@@ -31,6 +31,7 @@ DOCKERFILES = {
     "orchestrator": ["containers/orchestrator/Dockerfile"],
     "jen1": ["containers/jen1/Dockerfile"],
     "musicgen": ["containers/musicgen/Dockerfile", "containers/musicgen/Dockerfile.gpu"],
+    "diffusers": ["containers/diffusers/Dockerfile", "containers/diffusers/Dockerfile.gpu"],
     "diffsinger": ["containers/diffsinger/Dockerfile"],
     "ollama": ["containers/ollama/Dockerfile"],
 }
@@ -210,7 +211,7 @@ def _app_for(kind: str) -> Any:
 def serves_get(inv: Invocation, path: str) -> bool:
     """Whether the process `inv` starts routes GET `path` (any status but 404 from the router)."""
     kind = "gateway" if inv.command == "gateway" else inv.params.get("engine")
-    if inv.command == "serve" and kind not in ("musicgen", "diffsinger", "ollama"):
+    if inv.command == "serve" and kind not in cli.SERVICE_PORTS:
         return False
     if inv.command not in ("gateway", "serve"):
         return False

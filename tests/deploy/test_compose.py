@@ -38,7 +38,8 @@ GPU = CLEAN / "docker-compose.gpu.yml"
 REQUIRED = {"HARMONIA_API_KEYS": "test-key", "REDIS_PASSWORD": "test-password"}
 DEFAULT_SERVICES = {"redis", "orchestrator", "jen1", "musicgen", "musicgen-worker"}
 PROFILED = {"diffsinger": "diffsinger", "diffsinger-worker": "diffsinger",
-            "ollama-daemon": "ollama", "ollama": "ollama"}  # fmt: skip
+            "ollama-daemon": "ollama", "ollama": "ollama", "acestep": "acestep", "acestep-worker": "acestep",
+            "stable-audio": "stable-audio", "stable-audio-worker": "stable-audio"}  # fmt: skip
 
 
 def compose_binary() -> Path:
@@ -213,6 +214,21 @@ def test_gpu_override_moves_musicgen_to_the_cuda_image() -> None:
     cpu = resolved()["services"]
     assert cpu["musicgen"]["environment"]["HARMONIA_MUSICGEN__DEVICE"] == "cpu"
     assert "deploy" not in cpu["musicgen"]
+
+
+def test_gpu_override_moves_the_diffusion_services_to_the_cuda_image() -> None:
+    gpu, cpu = resolved(gpu=True)["services"], resolved()["services"]
+    for name, group in (("acestep", "ACESTEP"), ("stable-audio", "STABLE_AUDIO")):
+        svc = gpu[name]
+        assert svc["build"]["dockerfile"] == "containers/diffusers/Dockerfile.gpu"
+        assert svc["environment"][f"HARMONIA_{group}__DEVICE"] == "cuda" and svc["profiles"] == [name]
+        devices = svc["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
+        assert cpu[name]["environment"][f"HARMONIA_{group}__DEVICE"] == "cpu" and "deploy" not in cpu[name]
+        # the worker forwards to its service (one loaded model), so it needs no GPU
+        worker = gpu[f"{name}-worker"]
+        assert worker["environment"][f"HARMONIA_{group}_URL"] == f"http://{name}:{SERVICE_PORTS[name]}"
+        assert "deploy" not in worker
 
 
 def test_no_secret_values_in_the_files() -> None:

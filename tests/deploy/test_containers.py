@@ -35,14 +35,18 @@ EXTRAS = {
     "jen1": set(),
     "ollama": set(),
     "musicgen": {"musicgen"},
+    "diffusers": {"diffusers"},
     "diffsinger": {"diffsinger"},
     "legacy-worker": {"musicgen", "diffsinger"},  # the old one image with everything
 }
+#: torch images -> the settings groups whose device the image sets (cpu in the CPU image, cuda in the GPU one)
+DEVICES = {"musicgen": ["MUSICGEN"], "diffusers": ["ACESTEP", "STABLE_AUDIO"]}
 #: service -> the `harmonia` command its image runs by default
 COMMAND = {
     "orchestrator": "gateway",
     "jen1": "worker",
     "musicgen": "serve",
+    "diffusers": "serve",
     "diffsinger": "serve",
     "ollama": "serve",
     "legacy-worker": "worker",
@@ -178,14 +182,13 @@ def test_only_the_services_extras_are_installed(image) -> None:
     torch_pin = next(
         d for d in project["project"]["optional-dependencies"]["musicgen"] if d.startswith("torch==")
     )
-    if "musicgen" in extras:
+    if service in DEVICES:
         assert f'"{torch_pin}"' in text, f"{rel}: torch must be {torch_pin}"
+        device = "cuda" if rel.endswith(".gpu") else "cpu"
+        for group in DEVICES[service]:
+            assert df.final_env().get(f"HARMONIA_{group}__DEVICE") == device, (rel, group)
         if rel.endswith(".gpu"):
             assert df.stages[0].base.startswith(("nvidia/cuda:", "pytorch/pytorch:")), rel
-            assert (
-                "HARMONIA_MUSICGEN__DEVICE" in df.final_env()
-                and df.final_env()["HARMONIA_MUSICGEN__DEVICE"] == "cuda"
-            )
         else:
             assert "--index-url https://download.pytorch.org/whl/cpu" in text, f"{rel}: CPU torch expected"
     else:
@@ -199,10 +202,10 @@ def test_state_lives_on_volumes(image) -> None:
         volumes.update(exec_form(arg))
     env = df.final_env()
     inv = parse_cli(exec_form(df.final.all("CMD")[-1]))
-    if inv.command in ("gateway", "worker") or service in ("musicgen", "diffsinger"):
+    if inv.command in ("gateway", "worker") or service in ("musicgen", "diffusers", "diffsinger"):
         # artifacts: the gateway serves what workers (incl. the musicgen/diffsinger queue workers) write
         assert env.get("HARMONIA_DATA_DIR") in volumes, f"{rel}: HARMONIA_DATA_DIR is not a volume"
-    if service == "musicgen":
+    if service in ("musicgen", "diffusers"):
         assert env["HF_HOME"].startswith("/models/") and "/models" in volumes, rel
     if service == "diffsinger":
         assert env["HARMONIA_DIFFSINGER__VOICEBANK"] in volumes, rel

@@ -33,6 +33,7 @@ from deploy_support import (
 )
 from kustomize_lite import key, render
 
+from harmonia.cli import SERVICE_PORTS
 from harmonia.config import DEFAULT_QUEUES
 from harmonia.engines.registry import BUILTIN
 from harmonia.jobs.queue import NAMESPACE
@@ -50,6 +51,8 @@ IMAGES = {
     "harmonia-jen1": "containers/jen1/Dockerfile",
     "harmonia-musicgen": "containers/musicgen/Dockerfile",
     "harmonia-musicgen-gpu": "containers/musicgen/Dockerfile.gpu",
+    "harmonia-diffusers": "containers/diffusers/Dockerfile",
+    "harmonia-diffusers-gpu": "containers/diffusers/Dockerfile.gpu",
     "harmonia-diffsinger": "containers/diffsinger/Dockerfile",
     "harmonia-ollama": "containers/ollama/Dockerfile",
 }
@@ -278,7 +281,9 @@ def test_containers_run_real_commands_with_real_settings(name: str) -> None:
             # without keys a non-loopback bind is refused unless explicitly allowed
             assert settings_from(env).allow_open_remote, f"{where}: would refuse to bind 0.0.0.0"
     assert seen >= {"harmonia-orchestrator", "harmonia-jen1", "harmonia-musicgen", "harmonia-diffsinger",
-                    "harmonia-ollama", "harmonia-musicgen-worker", "harmonia-diffsinger-worker"}  # fmt: skip
+                    "harmonia-ollama", "harmonia-musicgen-worker", "harmonia-diffsinger-worker",
+                    "harmonia-acestep", "harmonia-acestep-worker", "harmonia-stable-audio",
+                    "harmonia-stable-audio-worker"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["cpu", "gpu"])
@@ -424,3 +429,33 @@ def test_gpu_overlay_puts_musicgen_on_a_gpu_and_cpu_does_not() -> None:
         if doc["metadata"]["name"].startswith("harmonia-musicgen"):
             assert settings_from(env).musicgen.device == "cpu"
             assert container["image"].startswith("harmonia-musicgen:")
+
+
+def test_gpu_overlay_gives_the_diffusion_services_a_gpu_and_their_workers_forward() -> None:
+    def gpus(doc: dict[str, Any]) -> int:
+        return sum(
+            int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+            for c in doc["spec"]["template"]["spec"]["containers"]
+        )
+
+    for overlay in ("cpu", "gpu"):
+        for doc, container, inv, env in harmonia_containers(rendered(overlay)):
+            name = doc["metadata"]["name"]
+            if name not in ("harmonia-acestep", "harmonia-stable-audio") and not name.endswith(
+                ("acestep-worker", "stable-audio-worker")
+            ):
+                continue
+            settings = settings_from(env)
+            model = "acestep" if "acestep" in name else "stable-audio"
+            group = getattr(settings, model.replace("-", "_"))
+            if inv.command == "serve":
+                on_gpu = overlay == "gpu"
+                assert gpus(doc) == (1 if on_gpu else 0) and group.device == ("cuda" if on_gpu else "cpu"), (
+                    name
+                )
+                image = "harmonia-diffusers-gpu:" if on_gpu else "harmonia-diffusers:"
+                assert container["image"].startswith(image), name
+            else:  # the worker forwards each job to its model's service
+                assert gpus(doc) == 0 and inv.queues == [model], name
+                url = getattr(settings, f"{model.replace('-', '_')}_url")
+                assert url == f"http://harmonia-{model}:{SERVICE_PORTS[model]}", name

@@ -1,5 +1,5 @@
-"""Fixtures for engine tests: a tiny random MusicGen checkpoint written to disk once per session,
-and the Ollama daemon the LLM tests talk to (the fake one, or a real one when
+"""Fixtures for engine tests: tiny random MusicGen, ACE-Step and Stable Audio checkpoints written to
+disk once per session, and the Ollama daemon the LLM tests talk to (the fake one, or a real one when
 HARMONIA_TEST_OLLAMA_URL is set).
 
 Real architecture (T5 encoder + offline tokenizer, EnCodec 32 kHz, MusicGen decoder), random
@@ -32,6 +32,24 @@ def tiny_musicgen_stereo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from harmonia.engines.musicgen.tiny import make_tiny_musicgen
 
     return make_tiny_musicgen(tmp_path_factory.mktemp("musicgen") / "tiny-stereo", stereo=True, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_acestep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ACE-Step 1.5 turbo: DiT, condition encoder, Qwen3 text encoder + BPE tokenizer, 48 kHz VAE."""
+    pytest.importorskip("diffusers")
+    from harmonia.engines.acestep.tiny import make_tiny_acestep
+
+    return make_tiny_acestep(tmp_path_factory.mktemp("acestep") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_stable_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stable Audio Open: DiT, projection, T5 encoder + tokenizer, 44.1 kHz VAE, 2.97 s window."""
+    pytest.importorskip("diffusers")
+    from harmonia.engines.stable_audio.tiny import make_tiny_stable_audio
+
+    return make_tiny_stable_audio(tmp_path_factory.mktemp("stable-audio") / "tiny")
 
 
 REAL_OLLAMA = real_ollama()  # read at import: the suite clears HARMONIA_* around every test

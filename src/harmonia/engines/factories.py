@@ -24,9 +24,9 @@ def render(settings: Settings, registry: Registry) -> Engine:
 
 
 def jen1(settings: Settings, registry: Registry) -> Engine:
-    """jen1 needs only `render`. MusicGen, the singer and the LLM planner are optional: each is
-    passed when its model is available here (built lazily, when a job first needs it), and jen1
-    falls back, saying so in the plan, whenever one is missing or fails."""
+    """jen1 needs only `render`. MusicGen, Stable Audio, ACE-Step, the singer and the LLM planner
+    are optional: each is passed when its model is available here (built lazily, when a job first
+    needs it), and jen1 falls back, saying so in the plan, whenever one is missing or fails."""
     from collections.abc import Callable
     from pathlib import Path
 
@@ -37,19 +37,25 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
     if not isinstance(render_engine, RenderEngine):
         raise TypeError("the render model must be a RenderEngine")
 
-    def musicgen_weights_here() -> bool:
+    # model -> (its service URL, its checkpoint, the file that marks one in the hub cache)
+    generative = {
+        "musicgen": (settings.musicgen_url, settings.musicgen.model, "config.json"),
+        "stable-audio": (settings.stable_audio_url, settings.stable_audio.model, "model_index.json"),
+        "acestep": (settings.acestep_url, settings.acestep.model, "model_index.json"),
+    }
+
+    def weights_here(name: str) -> bool:
         # A service URL, a local checkpoint, or a hub id already cached: `auto` must never make
         # a job wait on a download (or fail on a machine without network).
-        from harmonia.engines.musicgen.loader import in_hub_cache
+        from harmonia.engines.checkpoints import in_hub_cache
 
-        if settings.musicgen_url or Path(settings.musicgen.model).expanduser().is_dir():
-            return True
-        return in_hub_cache(settings.musicgen.model)
+        url, ref, marker = generative[name]
+        return bool(url) or Path(ref).expanduser().is_dir() or in_hub_cache(ref, marker)
 
     def optional(name: str) -> Callable[[], Engine] | None:
         if name not in registry.specs or registry.unavailable_reason(name) is not None:
             return None
-        if name == "musicgen" and not musicgen_weights_here():
+        if name in generative and not weights_here(name):
             return None
         return lambda: registry.engine(name)
 
@@ -62,6 +68,8 @@ def jen1(settings: Settings, registry: Registry) -> Engine:
         render=render_engine,
         musicgen=optional("musicgen"),
         singer=optional("diffsinger"),
+        stable_audio=optional("stable-audio"),
+        acestep=optional("acestep"),
         llm=llm,
         llm_budget_s=settings.ollama.task_budget_s,
     )
@@ -77,6 +85,22 @@ def musicgen(settings: Settings, registry: Registry) -> Engine:
     if settings.musicgen_url:
         return _remote("musicgen", settings.musicgen_url, settings, registry)
     from harmonia.engines.musicgen.engine import build_engine
+
+    return build_engine(settings)
+
+
+def acestep(settings: Settings, registry: Registry) -> Engine:
+    if settings.acestep_url:
+        return _remote("acestep", settings.acestep_url, settings, registry)
+    from harmonia.engines.acestep.engine import build_engine
+
+    return build_engine(settings)
+
+
+def stable_audio(settings: Settings, registry: Registry) -> Engine:
+    if settings.stable_audio_url:
+        return _remote("stable-audio", settings.stable_audio_url, settings, registry)
+    from harmonia.engines.stable_audio.engine import build_engine
 
     return build_engine(settings)
 

@@ -41,6 +41,7 @@ class ModelSpec:
     factory: str  # "module:function(settings, registry) -> Engine"
     requires: tuple[str, ...] = ()  # importable modules the engine needs (its extra)
     extra: str | None = None
+    license: str | None = None  # of the model's weights, shown by GET /v1/models
     # a cheap check of what the engine would load (configs parse, the files they name exist)
     precheck: Callable[[Settings], str | None] | None = field(default=None, compare=False)
     # "module:function(payload)" run after schema validation at submission: a check the schema cannot
@@ -61,8 +62,9 @@ class ModelSpec:
         return self.precheck(settings) if self.precheck else None
 
     def service_url(self, settings: Settings) -> str | None:
-        """The model service that serves this model, when one is configured (HARMONIA_<MODEL>_URL)."""
-        url = getattr(settings, f"{self.name}_url", None)
+        """The model service that serves this model, when one is configured (HARMONIA_<MODEL>_URL;
+        a hyphen in the model name is an underscore there: stable-audio -> HARMONIA_STABLE_AUDIO_URL)."""
+        url = getattr(settings, f"{self.name.replace('-', '_')}_url", None)
         return url if isinstance(url, str) and url else None
 
     def schema(self) -> type[BaseModel]:
@@ -84,26 +86,46 @@ def _diffsinger_precheck(settings: Settings) -> str | None:
     return None
 
 
-def _musicgen_precheck(settings: Settings) -> str | None:
-    from harmonia.engines.musicgen.loader import check_model_ref
+@dataclass(frozen=True)
+class _Checkpoint:
+    """The checks of a family that loads a checkpoint from a hub id or a local folder (its settings
+    group `family`, its `loader.check_model_ref`, the file that marks a cached hub copy)."""
 
-    try:
-        check_model_ref(settings.musicgen.model)
-    except EngineUnavailable as exc:
-        return str(exc)
-    return None
+    family: str  # settings group and engines/<family>/ package
+    marker: str  # config.json (transformers), model_index.json (diffusers)
+
+    def _ref(self, settings: Settings) -> str:
+        return str(getattr(settings, self.family).model)
+
+    def _kind(self, ref: str) -> str:
+        loader = importlib.import_module(f"harmonia.engines.{self.family}.loader")
+        return str(loader.check_model_ref(ref))
+
+    def precheck(self, settings: Settings) -> str | None:
+        """A local path that is missing or is not this family's checkpoint: unavailable, with why."""
+        try:
+            self._kind(self._ref(settings))
+        except EngineUnavailable as exc:
+            return str(exc)
+        return None
+
+    def notice(self, settings: Settings) -> str | None:
+        """A hub id not in the local cache yet: available, but the first job downloads it."""
+        from harmonia.engines.checkpoints import in_hub_cache
+
+        ref = self._ref(settings)
+        if self._kind(ref) == "hub" and not in_hub_cache(ref, self.marker):
+            variable = f"HARMONIA_{self.family.upper()}__MODEL"
+            return (
+                f"not loaded yet: the first job downloads {ref} from the Hugging Face hub (needs internet; "
+                f"or set {variable} to a local checkpoint)"
+            )
+        return None
 
 
-def _musicgen_notice(settings: Settings) -> str | None:
-    from harmonia.engines.musicgen.loader import check_model_ref, in_hub_cache
-
-    ref = settings.musicgen.model
-    if check_model_ref(ref) == "hub" and not in_hub_cache(ref):
-        return (
-            f"not loaded yet: the first job downloads {ref} from the Hugging Face hub (needs internet; "
-            "or set HARMONIA_MUSICGEN__MODEL to a local checkpoint)"
-        )
-    return None
+_MUSICGEN = _Checkpoint("musicgen", "config.json")
+_ACESTEP = _Checkpoint("acestep", "model_index.json")
+_STABLE_AUDIO = _Checkpoint("stable_audio", "model_index.json")
 
 
 def _service_probe(url: str) -> str | None:
@@ -161,8 +183,33 @@ BUILTIN: tuple[ModelSpec, ...] = (
         "harmonia.engines.factories:musicgen",
         requires=("torch", "transformers"),
         extra="musicgen",
-        precheck=_musicgen_precheck,
-        notice=_musicgen_notice,
+        precheck=_MUSICGEN.precheck,
+        notice=_MUSICGEN.notice,
+        license="CC-BY-NC-4.0 (MusicGen weights)",
+    ),
+    ModelSpec(
+        "acestep",
+        "acestep",
+        "ACE-Step 1.5 (diffusers): songs with vocals from a style prompt and lyrics, 10 s to 10 min; repaint",
+        "harmonia.engines.acestep.input:AceStepInput",
+        "harmonia.engines.factories:acestep",
+        requires=("torch", "transformers", "diffusers"),
+        extra="diffusers",
+        precheck=_ACESTEP.precheck,
+        notice=_ACESTEP.notice,
+        license="MIT (ACE-Step 1.5)",
+    ),
+    ModelSpec(
+        "stable-audio",
+        "stable-audio",
+        "Stable Audio Open (diffusers): 44.1 kHz stereo clips up to the checkpoint's 47 s from a prompt",
+        "harmonia.engines.stable_audio.input:StableAudioInput",
+        "harmonia.engines.factories:stable_audio",
+        requires=("torch", "transformers", "diffusers", "torchsde"),
+        extra="diffusers",
+        precheck=_STABLE_AUDIO.precheck,
+        notice=_STABLE_AUDIO.notice,
+        license="Stability AI Community License (Stable Audio Open)",
     ),
     ModelSpec(
         "diffsinger",
@@ -293,6 +340,8 @@ class Registry:
                 "reason": reason,
                 "loaded": loaded,
             }
+            if spec.license:
+                entry["license"] = spec.license
             if reason is None and not loaded and spec.notice and not spec.service_url(self.settings):
                 entry["note"] = spec.notice(self.settings)
             if reason is None:

@@ -354,7 +354,7 @@ async def _stream(svc: _Service, payload: Any) -> AsyncIterator[dict[str, str]]:
             ctx.cancel()
 
 
-SERVED = ("musicgen", "diffsinger")
+SERVED = ("musicgen", "acestep", "stable-audio", "diffsinger")
 
 
 def build_served_engine(engine_name: str, settings: Settings) -> Engine:
@@ -366,7 +366,7 @@ def build_served_engine(engine_name: str, settings: Settings) -> Engine:
     if engine_name not in SERVED:
         known = ", ".join(SERVED)
         raise errors.EngineUnavailable(f"no model service for {engine_name!r} (known: {known})")
-    local = settings.model_copy(update={f"{engine_name}_url": None})
+    local = settings.model_copy(update={f"{engine_name.replace('-', '_')}_url": None})
     return Registry(local).engine(engine_name)
 
 

@@ -4,7 +4,8 @@ Stages (each its own module, each reported as progress and a `stage` event, each
   plan      (`plan_llm.py`: the LLM helper with a schema-constrained answer when one is configured
              and reachable, else `plan.py`, the rule-based planner) -> a `SongPlan`, stored as `plan.json`
   arrange   (`arrange.py` + `composer.py` + `accompaniment.py`: chords, melody, bass, drums)
-  parts     (`jen1_parts.py`: SoundFont per part; MusicGen backing and DiffSinger vocals when present)
+  parts     (`jen1_parts.py`: SoundFont per part; a MusicGen / Stable Audio / ACE-Step backing, or
+             ACE-Step's whole song, and DiffSinger vocals when present)
   mix       (`audio/mix.py`: balance, pan, sum, limiter, loudness to the target, no clipping)
 Artifacts: `mix.wav`/`.flac` (and `audio.*`, the same master under the name the render-instructions
 API has always used), `plan.json`, `score.json`, `arrangement.mid`, and `stem-*.wav` when asked.
@@ -59,11 +60,15 @@ class Jen1Engine:
         *,
         musicgen: EngineProvider | None = None,
         singer: EngineProvider | None = None,
+        stable_audio: EngineProvider | None = None,
+        acestep: EngineProvider | None = None,
         llm: Any = None,  # an LLMClient; None plans with rules only
         llm_budget_s: float | None = None,  # the LLM's time to plan; None: the helper's default
     ) -> None:
         self._render = render
-        self._parts = PartRenderer(render, musicgen=musicgen, singer=singer)
+        self._parts = PartRenderer(
+            render, musicgen=musicgen, singer=singer, stable_audio=stable_audio, acestep=acestep
+        )
         self._llm = llm
         self._llm_budget_s = llm_budget_s
         self._llm_down_until = 0.0
@@ -76,6 +81,7 @@ class Jen1Engine:
             "llm": getattr(self._llm, "model", None),
             "composer": "rules",
             "musicgen": self._parts.musicgen is not None,
+            "generators": [name for name, provider in self._parts.generators.items() if provider is not None],
             "singer": self._parts.singer is not None,
             "renderer": self._render.info(),
             "instruments": known_names(),

@@ -77,8 +77,10 @@ class Jen1Input(AliasedInput):
     sections: list[SectionIn] | None = Field(
         None, min_length=1, max_length=32, description="the form, e.g. ['intro', 'verse', 'chorus']"
     )
-    engine: Literal["auto", "render", "musicgen"] = Field(
-        "auto", description="render: SoundFont parts only; musicgen: a MusicGen backing track; auto: decide"
+    engine: Literal["auto", "render", "musicgen", "stable-audio", "acestep"] = Field(
+        "auto",
+        description="render: SoundFont parts only; musicgen / stable-audio / acestep: that model's backing "
+        "track (acestep: the whole song when lyrics are sung); auto: decide from the style and what is here",
     )
     output: Literal["wav", "flac"] = "wav"
     stems: bool = Field(False, description="also return each part as its own audio file")

@@ -6,6 +6,9 @@
   `engine: auto` finds the style a produced one) replaces the chords, bass and drums. It is
   prompted from the plan (genre, mood, instruments, tempo, key) and generated section by section,
   each continuing the audio of the one before (MusicGen's audio prompt), so the sections join.
+  Stable Audio or ACE-Step can make the backing instead (asked for by name; `auto` takes the
+  first present of MusicGen, Stable Audio, ACE-Step), and ACE-Step the whole song, vocals
+  included, when lyrics are sung and it is present (`jen1_generated`).
 - Vocals: with a singing engine and lyrics, the melody of the sections with lyrics is sung (words
   laid syllable by syllable on the melody's notes); elsewhere, or without a singer, the lead
   instrument plays the melody.
@@ -16,7 +19,6 @@ time limit (`JobStopped`) always stops the whole run.
 from __future__ import annotations
 
 import base64
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +29,11 @@ import pretty_midi
 
 from harmonia.audio import encode
 from harmonia.audio.mix import Stem
+from harmonia.audio.resample import resample as _resample
 from harmonia.engines.base import RunContext
+from harmonia.engines.jen1 import generated as gen
 from harmonia.engines.jen1.arrange import Arrangement
+from harmonia.engines.jen1.generated import merged_sections, musicgen_prompt
 from harmonia.engines.jen1.planner import PlannedSong
 from harmonia.engines.render.engine import RenderEngine
 from harmonia.errors import HarmoniaError, JobStopped
@@ -36,7 +41,7 @@ from harmonia.music.score import Part
 
 EngineProvider = Callable[[], Any]  # returns a loaded engine; raises EngineUnavailable when absent
 BACKING_ROLES = ("accompaniment", "pad", "harmony", "bass", "drums")
-_MIN_SECTION_S = 2.0  # MusicGen sections shorter than this are merged into the next one
+LABELS = {"musicgen": "MusicGen", "stable-audio": "Stable Audio", "acestep": "ACE-Step"}
 _CONTEXT_S = 3.0  # audio of the previous section given to MusicGen as the start of the next
 _WORD_RE = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
 
@@ -86,13 +91,30 @@ class PartRenderer:
         render: RenderEngine,
         musicgen: EngineProvider | None = None,
         singer: EngineProvider | None = None,
+        stable_audio: EngineProvider | None = None,
+        acestep: EngineProvider | None = None,
     ) -> None:
         self.render = render
         self.musicgen = musicgen
         self.singer = singer
+        self.acestep = acestep
+        # the models that can make a backing track, in the order `engine: auto` prefers them
+        self.generators = {"musicgen": musicgen, "stable-audio": stable_audio, "acestep": acestep}
 
-    def wants_backing(self, engine: str, song: PlannedSong) -> bool:
-        return self.musicgen is not None and (engine == "musicgen" or (engine == "auto" and song.produced))
+    def backing_model(self, engine: str, song: PlannedSong) -> str | None:
+        """The model that makes the backing track: the one asked for, or with `auto` in a produced
+        style the first one available here; None: the SoundFont plays every part."""
+        if engine in self.generators:
+            return engine if self.generators[engine] is not None else None
+        if engine == "auto" and song.produced:
+            return next((name for name, provider in self.generators.items() if provider is not None), None)
+        return None
+
+    def sings_whole_song(self, engine: str, arrangement: Arrangement) -> bool:
+        """ACE-Step makes the whole song when vocals and lyrics are asked for and it is here (auto or
+        asked for by name)."""
+        lyrics = arrangement.vocal_lead and any(s.lyrics for s in arrangement.sections)
+        return self.acestep is not None and engine in ("auto", "acestep") and lyrics
 
     def run(
         self,
@@ -106,10 +128,24 @@ class PartRenderer:
         sr = self.render.sample_rate
         frames = round(score.duration_s * sr)
         out = RenderedParts(stems=[])
-        backing = self.wants_backing(engine, song)
-        if engine == "musicgen" and self.musicgen is None:
-            out.notes.append("engine 'musicgen' was asked for, but no MusicGen engine is available here: "
-                             "every part is rendered with the SoundFont")  # fmt: skip
+        if self.sings_whole_song(engine, arrangement):
+            label = "the whole song, vocals included (acestep)"
+            ctx.event("stage", {"stage": "part", "index": 1, "of": 1, "label": label})
+            ctx.progress(span[0], label)
+            if self._generated("acestep", True, arrangement, song, _Span(ctx, *span, label), frames, out):
+                out.notes.append(
+                    "the whole song, vocals included, was made by ACE-Step: vocals and lyrics were asked "
+                    "for and ACE-Step is available (score and MIDI: the plan it was prompted from)"
+                )
+                return out
+        model = self.backing_model(engine, song)
+        backing = model is not None
+        if engine in self.generators and model is None:
+            out.notes.append(f"engine {engine!r} was asked for, but no {LABELS[engine]} engine is available "
+                             "here: every part is rendered with the SoundFont")  # fmt: skip
+        elif model is not None:
+            why = "asked for" if engine == model else f"a produced style ({song.plan.genre or song.mood})"
+            out.notes.append(f"backing track: {LABELS[model]} ({why}); the SoundFont plays the other parts")
         sing = (
             arrangement.vocal_lead and self.singer is not None and any(s.lyrics for s in arrangement.sections)
         )
@@ -136,7 +172,7 @@ class PartRenderer:
             b = lo + (hi - lo) * (done + weight) / total
             done += weight
             label = f"part {index + 1}/{len(jobs)}: " + (
-                "backing track (musicgen)" if kind == "backing" else
+                f"backing track ({model})" if kind == "backing" else
                 f"{part.instrument.name} vocals (diffsinger)" if kind == "vocals" else
                 f"{part.instrument.name} ({part.role})"
             )  # fmt: skip
@@ -144,7 +180,11 @@ class PartRenderer:
             ctx.progress(a, label)
             sub = _Span(ctx, a, b, label)
             if kind == "backing":
-                if not self._backing(arrangement, song, sub, frames, out):
+                made = (
+                    self._backing(arrangement, song, sub, frames, out) if model == "musicgen"
+                    else self._generated(str(model), False, arrangement, song, sub, frames, out)
+                )  # fmt: skip
+                if not made:
                     backing = False  # render what the backing would have played
                     for p in score.parts:
                         if p.role in BACKING_ROLES:
@@ -183,7 +223,7 @@ class PartRenderer:
 
         sr = self.render.sample_rate
         prompt = musicgen_prompt(song)
-        spans = _merged_sections(arrangement, frames / sr)
+        spans = merged_sections(arrangement, frames / sr)
         pieces: list[np.ndarray] = []
         mg_rate = 0
         meta = []
@@ -230,6 +270,37 @@ class PartRenderer:
         out.stems.append(Stem(name=name, role="backing", audio=audio[:frames]))
         out.parts.append({"stem": name, "instrument": "musicgen", "role": "backing", "engine": "musicgen",
                           "prompt": prompt, "sections": meta})  # fmt: skip
+        return True
+
+    # --- Stable Audio / ACE-Step -------------------------------------------------------------------
+
+    def _generated(
+        self, model: str, sing: bool, arrangement: Arrangement, song: PlannedSong, ctx: RunContext,
+        frames: int, out: RenderedParts,
+    ) -> bool:  # fmt: skip
+        """A backing track (or with `sing`, ACE-Step's whole song) as a stem; False: fall back."""
+        sr, what = self.render.sample_rate, "song" if sing else "backing"
+        prompt = musicgen_prompt(song)
+        provider = self.generators[model]
+        try:
+            engine = provider() if provider is not None else None
+            if engine is None:
+                return False
+            if model == "acestep":
+                prompt = prompt.replace("instrumental backing track", "song with vocals") if sing else prompt
+                audio, about = gen.acestep_part(engine, song, arrangement, prompt, ctx, sr, sing=sing)
+            else:
+                spans = merged_sections(arrangement, frames / sr)
+                audio, about = gen.stable_audio_backing(engine, song, spans, prompt, ctx, sr)
+        except JobStopped:
+            raise
+        except HarmoniaError as exc:
+            instead = "the parts are rendered one by one" if sing else "the SoundFont plays the backing parts"
+            out.notes.append(f"{LABELS[model]} {what} failed ({exc}); {instead}")
+            return False
+        name = f"{len(out.stems) + 1:02d}-{model}-{what}"
+        out.stems.append(gen.generated_stem(name, what, audio, frames))
+        out.parts.append({"stem": name, "instrument": model, "role": what, "engine": model, **about})
         return True
 
     # --- vocals ------------------------------------------------------------------------------------
@@ -285,40 +356,6 @@ class PartRenderer:
         return lambda t: any(a - 1e-6 <= t < b - 1e-6 for _, a, b in sung_spans)
 
 
-def musicgen_prompt(song: PlannedSong) -> str:
-    plan = song.plan
-    instruments = ", ".join(dict.fromkeys(s.name for s, r in song.band if r not in ("vocals", "melody")))
-    parts = [
-        plan.genre or "instrumental",
-        plan.mood or song.mood,
-        f"{plan.tempo_bpm:g} bpm",
-        plan.key,
-        instruments,
-        "soft drums" if song.soft_drums else "",
-        "instrumental backing track",
-    ]
-    return ", ".join(p for p in parts if p)
-
-
-def _merged_sections(arrangement: Arrangement, total_s: float) -> list[tuple[str, float, float]]:
-    spans: list[tuple[str, float, float]] = []
-    for s in arrangement.sections:
-        end = s.end_s
-        if spans and (spans[-1][2] - spans[-1][1]) < _MIN_SECTION_S:
-            name, start, _ = spans.pop()
-            spans.append((name, start, end))
-        else:
-            spans.append((s.name, s.start_s, end))
-    if spans:
-        name, start, _ = spans[-1]
-        spans[-1] = (name, start, total_s)  # the last section runs through the release
-        if len(spans) > 1 and total_s - start < _MIN_SECTION_S:
-            spans.pop()
-            name, start, _ = spans.pop()
-            spans.append((name, start, total_s))
-    return spans
-
-
 def _dictionary(singer: Any) -> Callable[[str], bool] | None:
     """`word -> pronounceable?` for a local DiffSinger engine; None when it cannot be asked (remote)."""
     voicebank = getattr(singer, "voicebank", None)
@@ -371,13 +408,3 @@ def lay_lyrics(
                 "start": round(note.start_s / seconds_per_beat, 4),
             })  # fmt: skip
     return notes, spans, substituted
-
-
-def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    arr = encode.as_frames(audio)
-    if rate_in == rate_out or arr.shape[0] == 0:
-        return arr
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(rate_in), int(rate_out))
-    return resample_poly(arr, rate_out // g, rate_in // g, axis=0).astype(np.float32)

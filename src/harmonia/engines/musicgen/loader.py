@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harmonia.engines.checkpoints import resolve_device, resolve_dtype
 from harmonia.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,39 +44,6 @@ def check_model_ref(ref: str) -> str:
     if _HUB_ID.match(ref) and not ref.startswith((".", "/", "~")):
         return "hub"
     raise EngineUnavailable(f"model path {ref} does not exist")
-
-
-def in_hub_cache(ref: str) -> bool:
-    """Is hub model `ref` in the local Hugging Face cache already (no download needed to load it)?"""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    try:
-        return isinstance(try_to_load_from_cache(ref, "config.json"), str)
-    except ValueError:  # not a valid repo id
-        return False
-
-
-def resolve_device(device: str) -> Any:
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EngineUnavailable("device 'cuda' was asked for but torch sees no CUDA device")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: Any) -> Any:
-    """`auto`: bfloat16 on CUDA where supported (else float16), float32 on CPU."""
-    import torch
-
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
 @dataclass

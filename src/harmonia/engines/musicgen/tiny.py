@@ -1,31 +1,16 @@
 """A tiny random-weight MusicGen checkpoint with the real architecture, built offline.
 
 Used by the test suite and by `harmonia models make-tiny musicgen DIR`: a T5 text encoder with a
-tokenizer made on the spot (no sentencepiece download), an EnCodec 32 kHz codec with narrow layers
+tokenizer made on the spot (`tiny_tokenizers`, no download), an EnCodec 32 kHz codec with narrow layers
 and a two-layer MusicGen decoder, all built from the real transformers config classes and written
 with `save_pretrained`, so loading it exercises the same code path as `facebook/musicgen-small`.
 """
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 
-# Words a prompt is likely to contain get whole-word pieces; anything else falls back to letters.
-_WORDS = (
-    "piano solo melody drums bass guitar synth jazz rock pop ambient calm fast slow loud soft song "
-    "beat track music with and the a of in lofi hip hop strings orchestra violin electronic dance"
-).split()
-
-
-def _tokenizer():  # -> transformers.T5Tokenizer
-    from transformers import T5Tokenizer
-
-    vocab: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
-    vocab += [("\u2581" + w, -3.0) for w in _WORDS]
-    chars = string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation
-    vocab += [(c, -5.0) for c in chars] + [("\u2581" + c, -5.5) for c in chars]
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
+from harmonia.engines.tiny_tokenizers import t5_tokenizer
 
 
 def make_tiny_musicgen(path: str | Path, *, stereo: bool = False, seed: int = 0) -> Path:
@@ -40,7 +25,7 @@ def make_tiny_musicgen(path: str | Path, *, stereo: bool = False, seed: int = 0)
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer()
+    tokenizer = t5_tokenizer()
     text = dict(
         model_type="t5", d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
         vocab_size=len(tokenizer), relative_attention_num_buckets=8, feed_forward_proj="relu",
