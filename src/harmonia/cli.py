@@ -62,23 +62,37 @@ def check_bind(settings: Settings) -> None:
         )
 
 
-def _serve_gateway(settings: Settings, redis_url: str) -> None:
+def _serve_gateway(settings: Settings, redis_url: str, workers: int = 1) -> None:
+    """Serve the gateway; with `workers` > 1, that many processes share the listening socket (each
+    builds its own app from the environment: `harmonia.gateway.app:app_from_env`)."""
     import uvicorn
 
     from harmonia.gateway import create_app
     from harmonia.redis_client import connect, connect_async
 
-    app_ = create_app(settings, connect(redis_url), connect_async(redis_url))
     if not settings.api_keys:
         typer.echo(f"harmonia: no API keys configured; the gateway on {settings.host} is open", err=True)
-    config = uvicorn.Config(
-        app_,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=30,
-    )
-    uvicorn.Server(config).run()
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level.lower(),
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers > 1:
+        # each process imports the app by name and builds it from the environment; their metrics
+        # go to a shared folder that every process's /metrics adds up (prometheus multiprocess mode)
+        import shutil
+        import tempfile
+
+        metrics_dir = tempfile.mkdtemp(prefix="harmonia-metrics-")
+        os.environ.update(HARMONIA_REDIS_URL=redis_url, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+        try:
+            uvicorn.run("harmonia.gateway.app:app_from_env", factory=True, workers=workers, **common)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        return
+    app_ = create_app(settings, connect(redis_url), connect_async(redis_url))
+    uvicorn.Server(uvicorn.Config(app_, **common)).run()
 
 
 @app.command()
@@ -119,13 +133,17 @@ def up(
 def gateway(
     host: Annotated[str | None, typer.Option(help="address to bind")] = None,
     port: Annotated[int | None, typer.Option(help="port")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="processes sharing the port (default: one per usable core, at most 4)"),
+    ] = None,
 ) -> None:
     """Run the gateway (API) against HARMONIA_REDIS_URL."""
-    settings = load_settings(host=host, port=port)
+    settings = load_settings(host=host, port=port, gateway_workers=workers)
     if not settings.redis_url:
         fail("set HARMONIA_REDIS_URL (or run `harmonia up`, which starts an embedded Valkey)", 2)
     check_bind(settings)
-    _serve_gateway(settings, settings.redis_url)
+    _serve_gateway(settings, settings.redis_url, settings.gateway_processes())
 
 
 @app.command()

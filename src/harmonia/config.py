@@ -6,6 +6,7 @@ Nested groups use `__`, e.g. `HARMONIA_MUSICGEN__DEVICE=cuda`. Nothing here is r
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
@@ -102,6 +103,13 @@ class Settings(BaseSettings):
     sync_timeout_s: float = Field(30.0, ge=0, le=3600)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_sync_waiters: int = Field(256, ge=1)
+    gateway_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="processes of `harmonia gateway` sharing its port; 0 = one per usable core (CPU "
+        "affinity and cgroup quota), at most 4",
+    )
     rate_limit: str | None = Field(
         None, description="job submissions per API key, e.g. '120/minute' (limits syntax); unset = none"
     )
@@ -176,6 +184,20 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    def gateway_processes(self) -> int:
+        """`gateway_workers`, or for 0 the cores this process may use (affinity, cgroup CPU quota),
+        between 1 and 4: a Python process serves requests on one core at a time."""
+        if self.gateway_workers:
+            return self.gateway_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        try:  # cgroup v2: "max 100000" or "<quota> <period>"
+            quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+            if quota != "max":
+                cores = min(cores, max(1, int(int(quota) / int(period))))
+        except (OSError, ValueError):
+            pass
+        return max(1, min(cores, 4))
 
     @property
     def liveness_file(self) -> Path:

@@ -8,6 +8,7 @@ Engines never import HTTP or Redis code; the worker, the model service and the C
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Protocol, runtime_checkable
 
@@ -26,6 +27,12 @@ def _spellings(info: FieldInfo) -> list[str]:
     if isinstance(alias, AliasChoices):
         return [c for c in alias.choices if isinstance(c, str)]
     return []
+
+
+@functools.cache
+def _aliased(cls: type[BaseModel]) -> tuple[list[str], ...]:
+    """The spellings of each field of `cls` that has more than one (read once per class)."""
+    return tuple(sp for info in cls.model_fields.values() if len(sp := _spellings(info)) > 1)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -55,8 +62,8 @@ class AliasedInput(BaseModel):
     def _one_spelling(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        for info in cls.model_fields.values():
-            sent = [s for s in _spellings(info) if s in data]
+        for spellings in _aliased(cls):
+            sent = [s for s in spellings if s in data]
             if len(sent) < 2:
                 continue
             first = data[sent[0]]

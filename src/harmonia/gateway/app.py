@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,6 +39,15 @@ class ObserveRequests:
 
     def __init__(self, app: ASGIApp, latency: Histogram, requests: Counter) -> None:
         self.app, self.latency, self.requests = app, latency, requests
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # labels() looked up once
+
+    def _metrics(self, method: str, path: str, status: int) -> tuple[Any, Any]:
+        key = (method, path, status)
+        child = self._children.get(key)
+        if child is None:
+            child = (self.latency.labels(path), self.requests.labels(method, path, str(status)))
+            self._children[key] = child
+        return child
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -47,8 +58,9 @@ class ObserveRequests:
         async def observed(message: Message) -> None:
             if message["type"] == "http.response.start":
                 path = getattr(scope.get("route"), "path", "unmatched")
-                self.latency.labels(path).observe(time.perf_counter() - started)
-                self.requests.labels(scope["method"], path, str(message["status"])).inc()
+                latency, count = self._metrics(scope["method"], path, message["status"])
+                latency.observe(time.perf_counter() - started)
+                count.inc()
             await send(message)
 
         await self.app(scope, receive, observed)
@@ -68,6 +80,7 @@ def create_app(
     metrics = CollectorRegistry()
     store = JobStore(
         client,
+        aclient=aclient,
         events_maxlen=settings.events_maxlen,
         result_ttl_s=settings.result_ttl_s,
         lease_s=settings.lease_s,
@@ -99,10 +112,21 @@ def create_app(
         if settings.rate_limit and settings.redis_url
         else None,
     )
-    metrics.register(QueueDepthCollector(queue, queues))
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # several gateway processes (`harmonia gateway --workers N`): the counters above write to the
+        # shared folder, and /metrics answers with every process's values added up
+        from prometheus_client import multiprocess
+
+        state.metrics = CollectorRegistry()
+        multiprocess.MultiProcessCollector(state.metrics)
+    state.metrics.register(QueueDepthCollector(queue, queues))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
+        # Everything built so far (the app, models, schemas) lives as long as the process: keep it
+        # out of the garbage collector's generations, so the collections that run under load walk
+        # only what requests allocate (shorter pauses, a shorter latency tail).
+        gc.freeze()
         if state.auth.open:
             log.warning(
                 "no API keys configured: the gateway is open to anyone who can reach %s", settings.host
@@ -132,3 +156,17 @@ def create_app(
     app.include_router(console.router)
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The gateway app built from `HARMONIA_*` in the environment: the factory each process runs
+    under `harmonia gateway --workers N` (uvicorn imports it by name in every worker process)."""
+    from harmonia.redis_client import connect, connect_async
+
+    settings = Settings()
+    if not settings.redis_url:
+        raise RuntimeError("HARMONIA_REDIS_URL is not set")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return create_app(settings, connect(settings.redis_url), connect_async(settings.redis_url))

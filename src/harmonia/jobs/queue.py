@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -190,6 +192,19 @@ class _AfterEnqueue(dramatiq.Middleware):  # type: ignore[misc]
             log.warning("after enqueueing job %s: redis unreachable (%s)", message.args[0], exc)
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A Dramatiq message ready to enqueue, with the keys it goes to: what `JobStore.create` writes
+    in the same atomic step as the job record (`JobQueue.outgoing` builds it)."""
+
+    queue_key: str
+    messages_key: str
+    bell_key: str
+    message_id: str  # Dramatiq's redis_message_id: the id in the queue list and the messages hash
+    data: bytes
+    front: bool
+
+
 def actor_name(queue: str) -> str:
     return f"run_job__{queue}"
 
@@ -262,6 +277,30 @@ class JobQueue:
         except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.ConnectionError) as exc:
             raise DependencyDown(f"redis unreachable: {exc}") from exc
         return message.message_id
+
+    def outgoing(self, queue: str, job_id: str, timeout_s: float, *, front: bool = False) -> Outgoing:
+        """The message `send` would enqueue for one run of `job_id` (the same actor, options and
+        encoding as Dramatiq's Redis broker gives it), not sent: the caller writes it together with
+        the job's record, in one round trip. Dramatiq's own enqueue is one HSET into the queue's
+        messages hash and one push onto its list, which is all the store's script does with it."""
+        actor = self.actors.get(queue)
+        if actor is None:
+            raise KeyError(f"queue {queue!r} is not declared")
+        redis_id = str(uuid.uuid4())
+        options: dict[str, Any] = {"redis_message_id": redis_id}
+        if front:
+            options[FRONT_OPTION] = True
+        message = actor.message_with_options(
+            args=(job_id,), time_limit=int((timeout_s + TIME_LIMIT_GRACE_S) * 1000), **options
+        )
+        return Outgoing(
+            queue_key=queue_key(queue),
+            messages_key=messages_key(queue),
+            bell_key=BELL_PREFIX + queue,
+            message_id=redis_id,
+            data=message.encode(),
+            front=front,
+        )
 
     def message_alive(self, broker_queue: str, message_id: str) -> bool:
         """Whether a message is still on the broker (waiting, delayed, or fetched and not yet

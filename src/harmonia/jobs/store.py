@@ -10,16 +10,18 @@ whose lease was taken over cannot record a second result.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
+import redis.asyncio
 
 from harmonia.errors import Conflict, DependencyDown, InvalidInput, NotFound
 from harmonia.jobs.keys import (
@@ -34,6 +36,14 @@ from harmonia.jobs.keys import (
 )
 from harmonia.jobs.models import FINISHED, TRANSITIONS, Job, JobEvent, JobState
 
+if TYPE_CHECKING:
+    from harmonia.jobs.queue import Outgoing
+
+#: how long an async store call may take before Redis counts as unreachable (the sync client's
+#: socket timeout, for the same reason)
+ASYNC_TIMEOUT_S = 10.0
+_QUEUED_EVENT = json.dumps({"status": "queued"})
+
 _JSON_FIELDS = ("payload", "progress", "error", "result", "artifacts")
 
 _NOW_MS = """
@@ -41,26 +51,40 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: job, events, owner index, idem key (or ""), queued index
-# ARGV: events_maxlen, idem_ttl, request_hash, created_at, event_json, field/value pairs...
+# Create a job and, in the same step, the broker message that carries it: nothing is written at all,
+# or the record, its indexes, its first event and its message all are (no record without a message).
+# KEYS: job, events, owner index, idem key (or ""), queued index,
+#       queue list, queue messages, queue bell (all three "" = record only, no message)
+# ARGV: events_maxlen, idem_ttl, request_hash, created_at, event_json,
+#       message id, message data, front ('1' = head of the queue), field/value pairs...
 _CREATE = (
     _NOW_MS
-    + """
+    + f"""
 if KEYS[4] ~= '' then
   local existing = redis.call('HMGET', KEYS[4], 'id', 'hash')
   if existing[1] then
-    return {'existing', existing[1], existing[2]}
+    return {{'existing', existing[1], existing[2]}}
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('ZADD', KEYS[3], ARGV[4], redis.call('HGET', KEYS[1], 'id'))
-redis.call('ZADD', KEYS[5], now_ms, redis.call('HGET', KEYS[1], 'id'))
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+local id = redis.call('HGET', KEYS[1], 'id')
+redis.call('ZADD', KEYS[3], ARGV[4], id)
+redis.call('ZADD', KEYS[5], now_ms, id)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'event', 'state', 'data', ARGV[5])
 if KEYS[4] ~= '' then
-  redis.call('HSET', KEYS[4], 'id', redis.call('HGET', KEYS[1], 'id'), 'hash', ARGV[3])
+  redis.call('HSET', KEYS[4], 'id', id, 'hash', ARGV[3])
   redis.call('PEXPIRE', KEYS[4], ARGV[2])
 end
-return {'created', redis.call('HGET', KEYS[1], 'id'), ARGV[3]}
+if KEYS[6] ~= '' then
+  redis.call('HSET', KEYS[7], ARGV[6], ARGV[7])
+  local push = ARGV[8] == '1' and 'LPUSH' or 'RPUSH'
+  redis.call(push, KEYS[6], ARGV[6])
+  local queue = redis.call('HGET', KEYS[1], 'queue')
+  redis.call('HSET', KEYS[1], '{MSG_QUEUE_FIELD}', queue, '{MSG_ID_FIELD}', ARGV[6])
+  redis.call('LPUSH', KEYS[8], 1)
+  redis.call('LTRIM', KEYS[8], 0, 63)
+end
+return {{'created', id, ARGV[3]}}
 """
 )
 
@@ -267,8 +291,11 @@ class JobStore:
         result_ttl_s: int = 0,
         lease_s: float = 30.0,
         idempotency_ttl_s: int = 24 * 3600,
+        aclient: redis.asyncio.Redis | None = None,
     ) -> None:
+        """`aclient` (the same Redis, asyncio) serves the `a*` methods: the gateway's hot paths."""
         self.r = client
+        self.ar = aclient
         self.events_maxlen = events_maxlen
         self.result_ttl_ms = int(result_ttl_s * 1000)
         self.lease_ms = int(lease_s * 1000)
@@ -281,35 +308,93 @@ class JobStore:
         self._due = client.register_script(_DUE)
 
     # --- create / read ---------------------------------------------------------------------------
-    def create(self, job: Job, key: str | None = None, request_hash: str = "") -> tuple[Job, bool]:
-        """Store a new queued job. With an idempotency key already used by this owner, return the
-        job made for it instead (`created` is False); a different request under the same key is a
-        conflict."""
+    def _create_call(
+        self, job: Job, key: str | None, request_hash: str, message: Outgoing | None
+    ) -> tuple[list[str], list[Any]]:
         idem = idempotency_key(job.owner, key) if key else ""
         fields: list[str] = []
         for name, value in job.model_dump(mode="json").items():
             fields += [name, json.dumps(value) if name in _JSON_FIELDS else _s(value)]
-        event = json.dumps({"status": "queued"})
+        queue_keys = [message.queue_key, message.messages_key, message.bell_key] if message else ["", "", ""]
+        keys = [job_key(job.id), events_key(job.id), owner_index_key(job.owner), idem, QUEUED_KEY]
+        keys += queue_keys
+        args = [
+            self.events_maxlen, self.idempotency_ttl_ms, request_hash, job.created_at, _QUEUED_EVENT,
+            message.message_id if message else "", message.data if message else b"",
+            "1" if message and message.front else "0", *fields,
+        ]  # fmt: skip
+        return keys, args
+
+    def create(
+        self, job: Job, key: str | None = None, request_hash: str = "", message: Outgoing | None = None
+    ) -> tuple[Job, bool]:
+        """Store a new queued job, and with `message` (from `JobQueue.outgoing`) enqueue it in the
+        same atomic step. With an idempotency key already used by this owner, return the job made
+        for it instead (`created` is False, nothing is enqueued); a different request under the same
+        key is a conflict."""
+        keys, args = self._create_call(job, key, request_hash, message)
         with _redis_errors():
-            outcome, job_id, stored_hash = self._create(
-                keys=[job_key(job.id), events_key(job.id), owner_index_key(job.owner), idem, QUEUED_KEY],
-                args=[
-                    self.events_maxlen,
-                    self.idempotency_ttl_ms,
-                    request_hash,
-                    job.created_at,
-                    event,
-                    *fields,
-                ],
-            )
+            outcome, job_id, stored_hash = self._create(keys=keys, args=args)
         if outcome == b"existing":
-            if request_hash and stored_hash and stored_hash.decode() != request_hash:
-                raise Conflict("Idempotency-Key was already used for a different request")
             existing = self.get(job_id.decode())
-            if existing is None:
-                raise Conflict("Idempotency-Key refers to a job that has expired; use a new key")
-            return existing, False
+            return self._existing(job_id.decode(), stored_hash, request_hash, existing), False
         return job, True
+
+    async def acreate(
+        self, job: Job, key: str | None = None, request_hash: str = "", message: Outgoing | None = None
+    ) -> tuple[Job, bool]:
+        """`create` on the async client, in one round trip (the gateway's submission path)."""
+        keys, args = self._create_call(job, key, request_hash, message)
+        async with self._aredis_errors():
+            outcome, job_id, stored_hash = await self._aeval(self._create, keys, args)
+        if outcome == b"existing":
+            existing = await self.aget(job_id.decode())
+            return self._existing(job_id.decode(), stored_hash, request_hash, existing), False
+        return job, True
+
+    @staticmethod
+    def _existing(job_id: str, stored_hash: bytes | None, request_hash: str, existing: Job | None) -> Job:
+        if request_hash and stored_hash and stored_hash.decode() != request_hash:
+            raise Conflict("Idempotency-Key was already used for a different request")
+        if existing is None:
+            raise Conflict("Idempotency-Key refers to a job that has expired; use a new key")
+        return existing
+
+    async def aget(self, job_id: str) -> Job | None:
+        """`get` on the async client (the gateway's read path)."""
+        async with self._aredis_errors():
+            raw = await self.ar.hgetall(job_key(job_id))
+        return Job.model_validate(_dec(raw)) if raw else None
+
+    async def aget_for(self, job_id: str, owner: str) -> Job:
+        """`get_for` on the async client."""
+        job = await self.aget(job_id) if _valid_id(job_id) else None
+        if job is None or job.owner != owner:
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    async def _aeval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a registered script on the async client. Calls EVALSHA itself: redis-py's async
+        Script checks `isinstance(client, Pipeline)` on every call, a typing-Protocol check that
+        cost a tenth of the gateway's CPU under load."""
+        ar = self.ar
+        if ar is None:
+            raise RuntimeError("this JobStore has no async client")
+        try:
+            return await ar.evalsha(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # a restarted server forgot it: load it again
+            await ar.script_load(script.script)
+            return await ar.evalsha(script.sha, len(keys), *keys, *args)
+
+    @asynccontextmanager
+    async def _aredis_errors(self) -> AsyncIterator[None]:
+        if self.ar is None:
+            raise RuntimeError("this JobStore has no async client")
+        try:
+            async with asyncio.timeout(ASYNC_TIMEOUT_S):
+                yield
+        except (redis.ConnectionError, redis.TimeoutError, TimeoutError) as exc:
+            raise DependencyDown(f"redis unreachable: {exc or type(exc).__name__}") from exc
 
     def get(self, job_id: str) -> Job | None:
         with _redis_errors():

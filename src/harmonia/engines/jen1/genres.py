@@ -61,12 +61,20 @@ BY_NAME = {g.name: g for g in GENRES}
 SONG_WORDS = re.compile(r"\b(song|songs|tune|track|beat|anthem|jingle|lullaby|sings?|singing|vocals?)\b")
 
 
+#: every genre word with its whole-word pattern, compiled once
+_WORD_PATTERNS = tuple(
+    (genre, word, re.compile(rf"(?<![a-z]){re.escape(word)}(?![a-z])"))
+    for genre in GENRES
+    for word in genre.words
+)
+
+
 def detect_genre(text: str) -> tuple[Genre | None, str | None]:
     """The genre whose words appear earliest in the (normalised) text: (genre, matched word)."""
     best: tuple[int, int, Genre, str] | None = None
-    for genre in GENRES:
-        for word in genre.words:
-            m = re.search(rf"(?<![a-z]){re.escape(word)}(?![a-z])", text)
+    for genre, word, pattern in _WORD_PATTERNS:
+        if word in text:  # a substring test first: most genre words are absent
+            m = pattern.search(text)
             if m and (best is None or (m.start(), -len(word)) < (best[0], best[1])):
                 best = (m.start(), -len(word), genre, word)
     return (best[2], best[3]) if best else (None, None)

@@ -9,6 +9,7 @@ the same structure; this stays the offline fallback.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -146,20 +147,39 @@ def parse_duration(text: str) -> tuple[float, str] | None:
     return (total, " ".join(parts)) if parts else None
 
 
-def _find_phrases(text: str, phrases: list[str]) -> list[tuple[int, str]]:
+@functools.cache
+def _phrase_patterns(phrases: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """Each phrase with its whole-word pattern, longest first (compiled once per vocabulary)."""
+    ordered = sorted(phrases, key=len, reverse=True)
+    return tuple((p, re.compile(rf"(?<![a-z]){re.escape(p)}(?![a-z])")) for p in ordered)
+
+
+def _find_phrases(text: str, phrases: tuple[str, ...]) -> list[tuple[int, str]]:
     """Longest-first whole-word matches of `phrases`, each span used once: [(position, phrase)]."""
     taken = [False] * len(text)
     found: list[tuple[int, str]] = []
-    for phrase in sorted(phrases, key=len, reverse=True):
-        for m in re.finditer(rf"(?<![a-z]){re.escape(phrase)}(?![a-z])", text):
+    for phrase, pattern in _phrase_patterns(phrases):
+        if phrase not in text:  # a substring test first: most of a vocabulary is absent
+            continue
+        for m in pattern.finditer(text):
             if not any(taken[m.start() : m.end()]):
                 taken[m.start() : m.end()] = [True] * (m.end() - m.start())
                 found.append((m.start(), phrase))
     return sorted(found)
 
 
+@functools.cache
+def _instrument_names() -> tuple[str, ...]:
+    return tuple([n for spec in CATALOG for n in (spec.name, *spec.aliases)] + list(ENSEMBLES))
+
+
+@functools.cache
+def _mood_words() -> dict[str, str]:
+    return {w: mood for mood, ws in MOOD_WORDS.items() for w in ws}
+
+
 def _instruments_from_text(text: str) -> list[InstrumentSpec]:
-    names = [n for spec in CATALOG for n in (spec.name, *spec.aliases)] + list(ENSEMBLES)
+    names = _instrument_names()
     chosen: list[InstrumentSpec] = []
     excluded: set[str] = set()
     for pos, phrase in _find_phrases(text, names):
@@ -176,8 +196,8 @@ def _instruments_from_text(text: str) -> list[InstrumentSpec]:
 
 
 def _mood(text: str) -> tuple[str, str | None]:
-    words = {w: mood for mood, ws in MOOD_WORDS.items() for w in ws}
-    found = _find_phrases(text, list(words))
+    words = _mood_words()
+    found = _find_phrases(text, tuple(words))
     if not found:
         return "neutral", None
     return words[found[0][1]], found[0][1]
@@ -269,7 +289,7 @@ def interpret(
                 f"the requested tempo ({m.group(0)}) is out of range: {MIN_TEMPO:.0f}..{MAX_TEMPO:.0f} bpm"
             )
         sources["tempo_bpm"] = f"text '{m.group(0)}'"
-    elif found := _find_phrases(text, list(TEMPO_WORDS)):
+    elif found := _find_phrases(text, tuple(TEMPO_WORDS)):
         tempo = TEMPO_WORDS[found[0][1]]
         sources["tempo_bpm"] = f"word '{found[0][1]}'"
     elif default_tempo is not None:

@@ -32,7 +32,7 @@ from harmonia.engines.jen1.interpret import (
     InterpretError,
     interpret,
 )
-from harmonia.engines.jen1.style import METERS
+from harmonia.engines.jen1.style import METERS, Meter
 from harmonia.errors import InvalidInput
 from harmonia.music.instruments import InstrumentSpec, find_instrument
 from harmonia.music.score import Phrase
@@ -98,18 +98,35 @@ class PlanError(InterpretError):
 # --- the rule-based planner ----------------------------------------------------------------------
 
 
+@dataclass
+class _Reading:
+    """What the planner reads from a request before it writes anything: its genre, whether it is a
+    song, the interpretation of its text and fields, and where each value came from."""
+
+    text: str
+    notes: list[str]
+    genre: Genre | None
+    lyrics_lines: list[list[str]]
+    song: bool
+    interp: Interpretation
+    sources: dict[str, str]
+    meter: Meter
+    total_bars: int
+
+
 def check_plannable(req: Jen1Input) -> None:
-    """Plan now, so "render violin for 2 hours" is refused at submission (422), not after queueing;
-    InvalidInput keeps the field the planner blames. The registry runs it after schema validation."""
+    """What submission checks (the registry runs it after schema validation): the request can be
+    planned, so "render violin for 2 hours" is refused with a 422 at once, not after queueing.
+    It reads the request and lays out its sections as the planner does, without writing the plan;
+    InvalidInput keeps the field the planner blames."""
     try:
-        plan_with_rules(req)
+        reading = _read(req)
+        _sections_layout(req, reading.song, reading.total_bars, reading.interp, reading.meter.beats, {})
     except InterpretError as exc:
         raise InvalidInput(str(exc), exc.field) from exc
 
 
-def plan_with_rules(req: Jen1Input) -> PlannedSong:
-    """The offline planner. Raises `InterpretError` (-> 422) for out-of-range or contradictory
-    requests; everything else is a best effort stated in `notes`."""
+def _read(req: Jen1Input) -> _Reading:
     text = " ".join(req.instructions.lower().split())
     notes: list[str] = []
     genre, genre_word = _genre(req, text, notes)
@@ -134,11 +151,22 @@ def plan_with_rules(req: Jen1Input) -> PlannedSong:
         sources["genre"] = "field 'genre'" if req.genre else f"word '{genre_word}'"
     if req.mood and sources.get("mood") != "field 'mood'":
         notes.append(f"mood {req.mood!r} is not one the composer knows; it reads the text's mood instead")
+    meter = METERS[interp.time_signature]
+    total_bars = max(1, round(music_length_beats(interp.duration_s, interp.tempo_bpm) / meter.beats))
+    return _Reading(text, notes, genre, lyrics_lines, song, interp, sources, meter, total_bars)
+
+
+def plan_with_rules(req: Jen1Input) -> PlannedSong:
+    """The offline planner. Raises `InterpretError` (-> 422) for out-of-range or contradictory
+    requests; everything else is a best effort stated in `notes`."""
+    r = _read(req)
+    text, notes, genre, lyrics_lines, song, interp, sources = (
+        r.text, r.notes, r.genre, r.lyrics_lines, r.song, r.interp, r.sources
+    )  # fmt: skip
+    meter, total_bars = r.meter, r.total_bars
     band = _band(interp, genre, req, song, bool(lyrics_lines), sources, notes)
     if not any(v.startswith(("text", "word", "genre")) for v in sources.values()):
         notes.append("no musical terms recognised in the instructions: defaults (and any fields) were used")
-    meter = METERS[interp.time_signature]
-    total_bars = max(1, round(music_length_beats(interp.duration_s, interp.tempo_bpm) / meter.beats))
     duration = interp.duration_s
     layout = _sections_layout(req, song, total_bars, interp, meter.beats, sources)
     if layout[1] is not None:

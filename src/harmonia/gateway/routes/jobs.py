@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
-from harmonia.asgi import JsonRoute
-from harmonia.errors import Conflict, DependencyDown, HarmoniaError, InvalidInput
+from harmonia.asgi import JsonBody, JsonRoute
+from harmonia.errors import Conflict, InvalidInput
 from harmonia.gateway.routes.deps import Owner, State
 from harmonia.gateway.sse import follow, wait_finished
 from harmonia.gateway.state import GatewayState
@@ -24,17 +24,20 @@ router = APIRouter(tags=["jobs"], route_class=JsonRoute)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
-def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) -> tuple[Job, bool]:
+async def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) -> Job:
+    """Check, record and enqueue a job: the record, its indexes and its message are written in one
+    atomic round trip, so there is never a record without a message (nor the other way round)."""
     if state.rate_limiter is not None:
-        state.rate_limiter.check(owner)
+        await run_in_threadpool(state.rate_limiter.check, owner)
     spec = state.registry.spec(req.model)
     payload = state.registry.validate(req.model, req.payload)
     settings = state.settings
     timeout = req.timeout_s or settings.job_timeout_s
     if timeout > settings.max_job_timeout_s:
         raise InvalidInput(f"timeout_s: at most {settings.max_job_timeout_s:g} s", "timeout_s")
-    if req.webhook_url:
-        check_webhook_url(req.webhook_url, allow_private=settings.webhook_allow_private)
+    if req.webhook_url:  # resolves the host: off the event loop
+        allow = settings.webhook_allow_private
+        await run_in_threadpool(check_webhook_url, req.webhook_url, allow_private=allow)
     job = Job(
         id=new_job_id(),
         model=req.model,
@@ -47,29 +50,20 @@ def _submit(state: GatewayState, req: JobRequest, owner: str, idem: str | None) 
         webhook_url=req.webhook_url,
     )
     request_hash = hashlib.sha256(req.model_dump_json().encode()).hexdigest() if idem else ""
-    job, created = state.store.create(job, idem, request_hash)
-    if not created:
-        return job, False
     # Every job runs on a worker, sync ones too: a worker holds its lease for as long as it runs and
     # its recovery is bounded. A sync job goes to the head of its queue (its caller is waiting) and
     # the queue's doorbell wakes an idle worker at once.
-    try:
-        state.queue.send(spec.queue, job.id, job.timeout_s, front=req.mode == "sync")
-    except DependencyDown:
-        # the client is told 503 and nothing was queued: do not leave a record that never runs
-        try:
-            state.store.delete(job)
-        except HarmoniaError:
-            pass
-        raise
-    state.submitted.labels(req.model, req.mode).inc()
-    return job, True
+    message = state.queue.outgoing(spec.queue, job.id, job.timeout_s, front=req.mode == "sync")
+    job, created = await state.store.acreate(job, idem, request_hash, message)
+    if created:
+        state.submitted.labels(req.model, req.mode).inc()
+    return job
 
 
 async def submit(
     state: GatewayState, req: JobRequest, owner: str, idem: str | None, legacy: bool
-) -> JSONResponse:
-    job, _ = await run_in_threadpool(_submit, state, req, owner, idem)
+) -> Response:
+    job = await _submit(state, req, owner, idem)
     # each sync waiter holds a Redis connection; past the cap a sync job answers 202 at once
     if req.mode == "sync" and not job.finished and state.sync_waiters < state.settings.max_sync_waiters:
         state.sync_waiters += 1
@@ -77,11 +71,10 @@ async def submit(
             await wait_finished(state.aredis, job.id, state.settings.sync_timeout_s)
         finally:
             state.sync_waiters -= 1
-        job = await run_in_threadpool(state.store.get_for, job.id, owner)
+        job = await state.store.aget_for(job.id, owner)
     status = 200 if req.mode == "sync" and job.finished else 202
-    return JSONResponse(
-        job_view(job, legacy=legacy), status_code=status, headers={"Location": f"/v1/jobs/{job.id}"}
-    )
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    return JsonBody(job_view(job, legacy=legacy), status_code=status, headers=headers)
 
 
 @router.post(
@@ -104,14 +97,14 @@ async def create_job_legacy(
     return await submit(state, req, owner, idempotency_key, legacy=True)
 
 
-@router.get("/v1/jobs/{job_id}")
-def get_job(job_id: str, state: State, owner: Owner) -> dict[str, Any]:
-    return job_view(state.store.get_for(job_id, owner))
+@router.get("/v1/jobs/{job_id}", response_model=dict[str, Any])
+async def get_job(job_id: str, state: State, owner: Owner) -> Response:
+    return JsonBody(job_view(await state.store.aget_for(job_id, owner)))
 
 
-@router.get("/job/{job_id}", summary="Get a job (original API shape)")
-def get_job_legacy(job_id: str, state: State, owner: Owner) -> dict[str, Any]:
-    return job_view(state.store.get_for(job_id, owner), legacy=True)
+@router.get("/job/{job_id}", summary="Get a job (original API shape)", response_model=dict[str, Any])
+async def get_job_legacy(job_id: str, state: State, owner: Owner) -> Response:
+    return JsonBody(job_view(await state.store.aget_for(job_id, owner), legacy=True))
 
 
 @router.get("/v1/jobs")
