@@ -368,7 +368,7 @@ def draining(args: argparse.Namespace, load: Load, env: dict[str, str], redis_ur
 
 def gateway_argv(args: argparse.Namespace, port: int) -> list[str]:
     argv = [sys.executable, "-m", "harmonia", "gateway", "--port", str(port)]
-    return argv + (["--workers", str(args.gateway_workers)] if args.gateway_workers > 1 else [])
+    return argv + (["--workers", str(args.gateway_workers)] if args.gateway_workers else [])
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -491,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--rounds", type=int, default=1, help="alternating anchor/harmonia runs per cell")
     p.add_argument("--roundtrips", type=int, default=200, help="sequential sync no-op jobs")
-    p.add_argument("--gateway-workers", type=int, default=1, help="harmonia gateway processes")
+    p.add_argument(
+        "--gateway-workers", type=int, help="harmonia gateway processes (default: the gateway's own default)"
+    )
     p.add_argument("--no-draining", action="store_true", help="skip the phase with workers draining")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = p.parse_args(argv)
@@ -507,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         "load": load.name,
         "duration": args.duration,
         "rounds": args.rounds,
-        "gateway_workers": args.gateway_workers,
+        "gateway_workers": args.gateway_workers or "its default (one per usable core)",
     }
     procs: list[Proc] = []
     try:
