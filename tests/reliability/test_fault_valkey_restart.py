@@ -16,6 +16,7 @@ from fault_cluster import Cluster, Submission, post_job, sized, state_events, wa
 from harmonia.config import Settings
 from harmonia.embedded import EmbeddedValkey
 from harmonia.redis_client import connect
+from helpers import short_recovery
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,9 @@ def test_valkey_restart_during_submission_and_processing(tmp_path: Path, how: st
     server = EmbeddedValkey(data, appendfsync=fsync)
     url = server.start()
     port = server.port
-    settings = Settings(redis_url=url, data_dir=data)
+    # a job whose result could not be recorded during the outage is run again once its lease lapses
+    # (30 s by default): short recovery timings keep the test from waiting that out
+    settings = short_recovery(Settings(redis_url=url, data_dir=data))
     cluster = Cluster(settings, tmp_path / "logs")
     answers: list[tuple[float, Submission]] = []
     stop = threading.Event()
