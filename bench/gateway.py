@@ -296,22 +296,11 @@ def draining(args: argparse.Namespace, load: Load, env: dict[str, str], redis_ur
     procs: list[Proc] = []
     try:
         anchor = Proc(
-            "anchor-drain",
-            [
-                sys.executable,
-                str(ROOT / "bench/naive_gateway.py"),
-                "serve",
-                "--port",
-                str(anchor_port),
-                "--redis-url",
-                redis_url,
-            ],
-            env,
-            logs,
+            "anchor-drain", naive_argv("serve", "--port", str(anchor_port), redis_url=redis_url), env, logs
         )
         naive_worker = Proc(
             "anchor-worker",
-            [sys.executable, str(ROOT / "bench/naive_gateway.py"), "worker", "--redis-url", redis_url],
+            naive_argv("worker", redis_url=redis_url),
             env,
             logs,
         )
@@ -364,6 +353,11 @@ def draining(args: argparse.Namespace, load: Load, env: dict[str, str], redis_ur
         for proc in reversed(procs):
             proc.stop()
     return out
+
+
+def naive_argv(*args: str, redis_url: str) -> list[str]:
+    """The anchor (bench/naive_gateway.py): `serve --port P` or `worker`."""
+    return [sys.executable, str(ROOT / "bench/naive_gateway.py"), *args, "--redis-url", redis_url]
 
 
 def gateway_argv(args: argparse.Namespace, port: int) -> list[str]:
@@ -515,18 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         anchor_port, harmonia_port = free_port(), free_port()
         anchor = Proc(
-            "anchor",
-            [
-                sys.executable,
-                str(ROOT / "bench/naive_gateway.py"),
-                "serve",
-                "--port",
-                str(anchor_port),
-                "--redis-url",
-                redis_url,
-            ],
-            env,
-            tmp,
+            "anchor", naive_argv("serve", "--port", str(anchor_port), redis_url=redis_url), env, tmp
         )
         gateway = Proc("harmonia", gateway_argv(args, harmonia_port), env, tmp)
         procs = [anchor, gateway]
