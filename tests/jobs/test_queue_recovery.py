@@ -119,10 +119,23 @@ def test_the_queued_index_follows_the_job_through_its_states(settings: Settings)
     assert store.transition(job.id, JobState.queued, claim=claim)[0] == "ok"  # queued for a retry
     assert indexed(job.id)
     assert store.cancel(job.id) == "canceled" and not indexed(job.id)
-    other, _ = store.create(_job())
-    store.delete(other)
-    assert not indexed(other.id)
     assert store.queued_due(grace_ms=60_000) == []  # nothing is old enough
+
+
+def test_a_job_and_its_message_are_written_in_one_step(queue: JobQueue, settings: Settings) -> None:
+    assert settings.redis_url
+    store = JobStore(connect(settings.redis_url), lease_s=5)
+    jobs = [_job(), _job()]
+    for job in jobs:
+        store.create(job, message=queue.outgoing("noop", job.id, 10))
+    waiting = _job()  # a sync caller's: to the head of the queue
+    store.create(waiting, message=queue.outgoing("noop", waiting.id, 10, front=True))
+    for job in (*jobs, waiting):
+        status, broker_queue, message_id = store.message_of(job.id)
+        assert (status, broker_queue) == ("queued", "noop") and queue.message_alive("noop", message_id)
+    # a real Dramatiq consumer reads them: the sync one first, then in order
+    consumer = queue.broker.consume("noop", prefetch=3)
+    assert [m.args for m in _take(consumer, 3)] == [(waiting.id,), (jobs[0].id,), (jobs[1].id,)]
 
 
 @pytest.fixture

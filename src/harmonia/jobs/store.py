@@ -410,15 +410,6 @@ class JobStore:
             raise NotFound(f"no job {job_id!r}")
         return job
 
-    def delete(self, job: Job) -> None:
-        with _redis_errors():
-            pipe = self.r.pipeline()
-            pipe.delete(job_key(job.id), events_key(job.id))
-            pipe.zrem(owner_index_key(job.owner), job.id)
-            pipe.zrem(QUEUED_KEY, job.id)
-            pipe.zrem(RUNNING_KEY, job.id)
-            pipe.execute()
-
     def list(
         self,
         owner: str,
