@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,7 @@ class StepReporter:
 # --- the engine --------------------------------------------------------------------------------------
 
 
-class DiffusionEngine:
+class DiffusionEngine(ABC):
     """A diffusers pipeline behind a `Batcher`: concurrent requests that can share a call (same
     `group_key`) run as one batched call, each with its own seeded generator."""
 
@@ -200,20 +201,21 @@ class DiffusionEngine:
 
     # --- what a family supplies ------------------------------------------------------------------
 
-    def prepare(self, r: Request) -> None:
+    def prepare(self, r: Request) -> None:  # noqa: B027 - optional hook: most families check nothing more
         """Checks that need the loaded checkpoint (raise InvalidInput naming the field); may fill
         `r.data` and `r.frames`."""
 
+    @abstractmethod
     def group_key(self, r: Request) -> Hashable:
         """Requests with equal keys run as one pipeline call."""
-        raise NotImplementedError
 
+    @abstractmethod
     def call(self, requests: Sequence[Request], generators: list[Any], reporter: StepReporter) -> Any:
         """Run the pipeline for `requests` (one group); return waveforms `(batch, channels, samples)`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def steps_of(self, payload: Any) -> int:
-        raise NotImplementedError
+        """The number of diffusion steps a request runs."""
 
     def describe(self) -> dict[str, Any]:
         """Family facts for `info()` once loaded (variant, limits)."""
