@@ -151,7 +151,14 @@ class WorkerProcess:
         interval = min(5.0, self.settings.worker_liveness_max_age_s / 4)
         while not stop.wait(interval):
             self.beat_liveness(alive)
-        self.stop()
+        # Draining (running jobs finish, up to shutdown_timeout_s) is alive too: keep the file fresh
+        # so a liveness probe does not kill the process mid-drain (its consumers have stopped on
+        # purpose, so the wedge checks no longer apply).
+        draining = threading.Thread(target=self.stop, name="drain")
+        draining.start()
+        while draining.is_alive():
+            alive.touch()
+            draining.join(interval)
         alive.unlink(missing_ok=True)
 
 
