@@ -308,6 +308,20 @@ class Registry:
         with self._lock:
             return self._engines.setdefault(name, built)
 
+    def warm(self) -> None:
+        """Import every available model's input schema and submission check now (their modules
+        compile their patterns at import), so that the first submissions after a start do not pay
+        for it (they did: 100-180 ms each, the gateway's p99 at one client)."""
+        for name, spec in self.specs.items():
+            if self.unavailable_reason(name) is not None:
+                continue
+            try:
+                spec.schema()
+                if spec.check is not None:
+                    _import(spec.check)
+            except ImportError:
+                continue  # describe() reports it
+
     def loaded(self) -> dict[str, Engine]:
         with self._lock:
             return dict(self._engines)

@@ -126,6 +126,7 @@ def create_app(
         # Everything built so far (the app, models, schemas) lives as long as the process: keep it
         # out of the garbage collector's generations, so the collections that run under load walk
         # only what requests allocate (shorter pauses, a shorter latency tail).
+        registry.warm()  # imports and patterns now, not in the first requests' latency
         gc.freeze()
         if state.auth.open:
             log.warning(

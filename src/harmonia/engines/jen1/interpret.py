@@ -353,3 +353,8 @@ def interpret(
         seed=seed,
         sources=sources,
     )
+
+
+# Compile the vocabularies' patterns now, at import, not on the first request that reads a text.
+for _vocabulary in (_instrument_names(), tuple(_mood_words()), tuple(TEMPO_WORDS)):
+    _phrase_patterns(_vocabulary)
