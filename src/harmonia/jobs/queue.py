@@ -258,40 +258,41 @@ class JobQueue:
     def set_handler(self, handler: Callable[[str], None]) -> None:
         self._handler = handler
 
-    def send(
-        self, queue: str, job_id: str, timeout_s: float, delay_ms: int | None = None, *, front: bool = False
-    ) -> str:
-        """Enqueue one run of `job_id`. `front` puts it at the head of its queue (a caller is
-        waiting for it), this time and when it is retried. Returns the Dramatiq message id."""
+    def _actor(self, queue: str) -> dramatiq.Actor:
         actor = self.actors.get(queue)
         if actor is None:
             raise KeyError(f"queue {queue!r} is not declared")
-        options: dict[str, Any] = {FRONT_OPTION: True} if front else {}
+        return actor
+
+    @staticmethod
+    def _options(timeout_s: float, front: bool) -> dict[str, Any]:
+        """A run's message options: its time limit (a backstop behind the runner's deadline) and,
+        for a waiting caller's job, `FRONT_OPTION` (kept when the message is retried)."""
+        options: dict[str, Any] = {"time_limit": int((timeout_s + TIME_LIMIT_GRACE_S) * 1000)}
+        if front:
+            options[FRONT_OPTION] = True
+        return options
+
+    def send(self, queue: str, job_id: str, timeout_s: float, delay_ms: int | None = None) -> str:
+        """Enqueue one run of `job_id` through Dramatiq (the worker's retries, the reaper, a
+        deferred claim). Returns the Dramatiq message id."""
         try:
-            message = actor.send_with_options(
-                args=(job_id,),
-                delay=delay_ms,
-                time_limit=int((timeout_s + TIME_LIMIT_GRACE_S) * 1000),
-                **options,
+            message = self._actor(queue).send_with_options(
+                args=(job_id,), delay=delay_ms, **self._options(timeout_s, front=False)
             )
         except (redis.ConnectionError, redis.TimeoutError, dramatiq.errors.ConnectionError) as exc:
             raise DependencyDown(f"redis unreachable: {exc}") from exc
         return message.message_id
 
     def outgoing(self, queue: str, job_id: str, timeout_s: float, *, front: bool = False) -> Outgoing:
-        """The message `send` would enqueue for one run of `job_id` (the same actor, options and
-        encoding as Dramatiq's Redis broker gives it), not sent: the caller writes it together with
-        the job's record, in one round trip. Dramatiq's own enqueue is one HSET into the queue's
-        messages hash and one push onto its list, which is all the store's script does with it."""
-        actor = self.actors.get(queue)
-        if actor is None:
-            raise KeyError(f"queue {queue!r} is not declared")
+        """The message for one run of `job_id`, built as Dramatiq's Redis broker builds it (the same
+        actor, options and encoding), not sent: the gateway writes it together with the job's record,
+        in one round trip. Dramatiq's own enqueue is one HSET into the queue's messages hash and one
+        push onto its list, which is all the store's script does with it. `front` puts it at the
+        head of its queue (a caller is waiting for it), this time and when it is retried."""
         redis_id = str(uuid.uuid4())
-        options: dict[str, Any] = {"redis_message_id": redis_id}
-        if front:
-            options[FRONT_OPTION] = True
-        message = actor.message_with_options(
-            args=(job_id,), time_limit=int((timeout_s + TIME_LIMIT_GRACE_S) * 1000), **options
+        message = self._actor(queue).message_with_options(
+            args=(job_id,), redis_message_id=redis_id, **self._options(timeout_s, front)
         )
         return Outgoing(
             queue_key=queue_key(queue),
